@@ -1,0 +1,112 @@
+"""The result manifest (meta.json): write, read and verify, with sha256 per file."""
+
+import hashlib
+import json
+import os
+
+from .errors import INVALID_INPUT, Gen3DError
+from .version import API_VERSION
+
+MAP_NAMES = ("albedo", "normal", "roughness", "metallic", "ao")
+MESH_FILE = "mesh.glb"
+INPUT_FILE = "input.png"
+META_FILE = "meta.json"
+TIMING_KEYS = ("preprocess", "shape", "texture", "export", "upload", "total")
+
+
+def map_file(name):
+    return "%s.png" % name
+
+
+def result_files(textured):
+    """Every file a complete result holds besides meta.json."""
+    names = [MESH_FILE, INPUT_FILE]
+    if textured:
+        names += [map_file(n) for n in MAP_NAMES]
+    return names
+
+
+def sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_files(directory, names):
+    return {name: {"bytes": os.path.getsize(os.path.join(directory, name)),
+                   "sha256": sha256_file(os.path.join(directory, name))} for name in names}
+
+
+def build_manifest(directory, job_id, request, shape_engine, texture_engine, mesh, timings,
+                   device, peak_memory_mb, status="completed"):
+    """`mesh` is {"vertices": int, "faces": int, "bounds": [[x,y,z],[x,y,z]]}."""
+    textured = texture_engine is not None
+    timings = {key: round(float(timings.get(key, 0.0)), 4) for key in TIMING_KEYS}
+    return {
+        "api_version": API_VERSION,
+        "job_id": job_id,
+        "status": status,
+        "engine": {"shape": shape_engine, "texture": texture_engine},
+        "params": request.effective_params(),
+        "seed": request.seed,
+        "mesh": dict(mesh, file=MESH_FILE),
+        "textures": {name: map_file(name) for name in MAP_NAMES} if textured else None,
+        "files": describe_files(directory, result_files(textured)),
+        "timings": timings,
+        "device": device,
+        "peak_memory_mb": round(float(peak_memory_mb), 1),
+    }
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(directory, manifest):
+    write_json_atomic(os.path.join(directory, META_FILE), manifest)
+
+
+_REQUIRED = ("api_version", "job_id", "status", "engine", "params", "seed", "mesh", "textures", "files",
+             "timings", "device", "peak_memory_mb")
+
+
+def read_manifest(path):
+    """Read meta.json (a file path or the folder holding it) and check its shape."""
+    if os.path.isdir(path):
+        path = os.path.join(path, META_FILE)
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        raise Gen3DError(INVALID_INPUT, "No meta.json at %s: this folder holds no finished Gen3D result." % path)
+    except (OSError, ValueError) as exc:
+        raise Gen3DError(INVALID_INPUT, "Cannot read %s (%s). The result may be damaged; generate it again." % (path, exc))
+    return check_manifest(manifest, path)
+
+
+def check_manifest(manifest, where="manifest"):
+    missing = [key for key in _REQUIRED if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise Gen3DError(INVALID_INPUT, "%s is not a Gen3D manifest (missing %s)." % (where, ", ".join(missing)))
+    if str(manifest["api_version"]).split(".")[0] != API_VERSION:
+        raise Gen3DError(INVALID_INPUT, "%s was written by an incompatible Gen3D (API %s)." % (where, manifest["api_version"]))
+    return manifest
+
+
+def verify_files(directory, manifest):
+    """Names of files that are missing or whose size or sha256 differs from the manifest."""
+    bad = []
+    for name, info in manifest["files"].items():
+        path = os.path.join(directory, name)
+        if (not os.path.isfile(path) or os.path.getsize(path) != info["bytes"]
+                or sha256_file(path) != info["sha256"]):
+            bad.append(name)
+    return bad

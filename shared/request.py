@@ -1,0 +1,186 @@
+"""The job request: wire names, defaults, ranges and validation (DESIGN.md, "The job contract").
+
+Pure stdlib so that it runs inside Blender's Python, the local worker and the remote server alike.
+"""
+
+import base64
+import binascii
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import IMAGE_TOO_LARGE, Gen3DError, invalid
+from .version import API_VERSION
+
+SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini")
+# Engines that can paint a texture; any of them can texture any shape engine's mesh.
+TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
+
+IMAGE_FIELDS = ("image", "image_url", "image_path")
+# A base64 payload larger than this cannot be a sane input image (64 MP are caught after decoding).
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+# name: (type, default, low, high)
+_NUMERIC = {
+    "seed": (int, 1234, 0, 2 ** 32 - 1),
+    "octree_resolution": (int, 256, 64, 512),
+    "num_inference_steps": (int, 5, 1, 100),
+    "guidance_scale": (float, 5.0, 0.1, 20.0),
+    "face_count": (int, 40000, 1000, 200000),
+    "texture_size": (int, 1024, 256, 4096),
+}
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated request. `image` holds base64 text exactly as it came over the wire."""
+
+    api_version: str = API_VERSION
+    image: str = None
+    image_url: str = None
+    image_path: str = None
+    engine: str = "builtin"
+    texture_engine: str = None
+    remove_background: bool = True
+    texture: bool = True
+    seed: int = 1234
+    octree_resolution: int = 256
+    num_inference_steps: int = 5
+    guidance_scale: float = 5.0
+    face_count: int = 40000
+    texture_size: int = 1024
+
+    @property
+    def effective_texture_engine(self):
+        """The engine that paints: the one asked for, else the shape engine if it can, else builtin.
+
+        None when the request asks for an untextured mesh."""
+        if not self.texture:
+            return None
+        if self.texture_engine:
+            return self.texture_engine
+        return self.engine if self.engine in TEXTURE_ENGINES else "builtin"
+
+    def image_bytes(self):
+        """Decoded bytes of an inline base64 image (data: URLs accepted)."""
+        return decode_base64_image(self.image)
+
+    def to_dict(self, include_image=True):
+        data = asdict(self)
+        if not include_image:
+            data["image"] = "<%d base64 characters>" % len(self.image) if self.image else None
+        return {k: v for k, v in data.items() if v is not None or k == "texture_engine"}
+
+    def effective_params(self):
+        """What meta.json records under `params`: every field that shapes the output."""
+        data = asdict(self)
+        for key in IMAGE_FIELDS + ("api_version",):
+            data.pop(key)
+        data["texture_engine"] = self.effective_texture_engine
+        return data
+
+    def with_changes(self, **changes):
+        return parse_request(dict(asdict(replace(self, **changes))), allow_path=True)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(JobRequest))
+
+
+def decode_base64_image(text):
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise Gen3DError(IMAGE_TOO_LARGE, "The image is over %d MB. Send a smaller image (at most "
+                         "64 megapixels)." % (MAX_IMAGE_BYTES // 2 ** 20), stage="queued", retryable=False)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("image", "is not valid base64; send the PNG, JPEG or WebP file's bytes base64-encoded")
+
+
+def _check_api_version(value):
+    if not isinstance(value, str) or not value.strip():
+        raise invalid("api_version", "must be a version string such as \"1\"")
+    major = value.strip().split(".")[0]
+    if major != API_VERSION:
+        raise invalid("api_version", "%r is not supported; this Gen3D speaks API version %s. "
+                      "Update the add-on or the server so both match" % (value, API_VERSION))
+    return value.strip()
+
+
+def _check_number(name, value):
+    kind, _default, low, high = _NUMERIC[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(name, "must be a number, got %s" % type(value).__name__)
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise invalid(name, "must be a whole number, got %r" % value)
+            value = int(value)
+    else:
+        value = float(value)
+        if value != value:  # NaN
+            raise invalid(name, "must be a number, got NaN")
+    if not low <= value <= high:
+        raise invalid(name, "must be between %s and %s, got %r" % (low, high, value))
+    return value
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise invalid(name, "must be one of %s, got %r" % (", ".join(choices), value))
+    return value
+
+
+def _check_image_source(data, allow_path):
+    given = [k for k in IMAGE_FIELDS if data.get(k) not in (None, "")]
+    if not given:
+        raise invalid("image", "is missing: give one of image (base64), image_url or image_path")
+    if len(given) > 1:
+        raise invalid(given[1], "cannot be combined with '%s'; give exactly one image source" % given[0])
+    key = given[0]
+    value = data[key]
+    if not isinstance(value, str):
+        raise invalid(key, "must be a string")
+    if key == "image":
+        decode_base64_image(value)
+    elif key == "image_url":
+        scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+        if scheme not in ("http", "https"):
+            raise invalid("image_url", "must be an http or https URL")
+    elif not allow_path:
+        raise invalid("image_path", "is only accepted by the local backend; send the image itself "
+                      "(base64 'image') or an 'image_url' to a remote endpoint")
+    return {key: value}
+
+
+def parse_request(data, allow_path=True):
+    """Validate a wire request (a dict) and fill in defaults. Raises Gen3DError(INVALID_INPUT)."""
+    if not isinstance(data, dict):
+        raise invalid("request", "must be a JSON object")
+    unknown = sorted(set(data) - set(_FIELD_NAMES))
+    if unknown:
+        raise invalid(unknown[0], "is not a known request field (known: %s)" % ", ".join(_FIELD_NAMES))
+
+    values = {"api_version": _check_api_version(data.get("api_version", API_VERSION))}
+    values.update(_check_image_source(data, allow_path))
+    values["engine"] = _check_choice("engine", data.get("engine", "builtin"), SHAPE_ENGINES)
+    texture_engine = data.get("texture_engine")
+    if texture_engine is not None:
+        values["texture_engine"] = _check_choice("texture_engine", texture_engine, TEXTURE_ENGINES)
+    for flag in ("remove_background", "texture"):
+        value = data.get(flag, True)
+        if not isinstance(value, bool):
+            raise invalid(flag, "must be true or false, got %r" % (value,))
+        values[flag] = value
+    for name, spec in _NUMERIC.items():
+        values[name] = _check_number(name, data.get(name, spec[1]))
+    size = values["texture_size"]
+    if size & (size - 1):
+        raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)
+    return JobRequest(**values)
+
+
+def request_from_file(path, **overrides):
+    """Convenience for CLIs: a request for a local image file."""
+    data = {"image_path": str(path)}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_request(data, allow_path=True)
