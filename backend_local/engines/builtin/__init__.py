@@ -1,0 +1,1 @@
+"""The built-in engine: shape from the silhouette and shading, textures projected from the image."""

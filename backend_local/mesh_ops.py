@@ -1,0 +1,60 @@
+"""Mesh utilities shared by engines: normalisation to the output frame, decimation, checks."""
+
+import fast_simplification
+import numpy as np
+import trimesh
+
+from shared.errors import INTERNAL, Gen3DError
+
+
+def normalize(vertices):
+    """Centre on the bounding box and scale so the largest side is 2. Returns (vertices, scale, offset)
+    with new = (old - offset) * scale."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    low, high = vertices.min(0), vertices.max(0)
+    offset = (low + high) / 2.0
+    scale = 2.0 / max(float((high - low).max()), 1e-12)
+    return (vertices - offset) * scale, scale, offset
+
+
+def decimate(vertices, faces, target):
+    """Quadric decimation to `target` triangles (no-op when already at or under it)."""
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(faces) <= target:
+        return np.asarray(vertices, dtype=np.float64), faces
+    out_v, out_f = fast_simplification.simplify(np.asarray(vertices, dtype=np.float32),
+                                                faces.astype(np.int32), target_count=int(target))
+    mesh = trimesh.Trimesh(out_v.astype(np.float64), out_f.astype(np.int64), process=True)
+    mesh.remove_unreferenced_vertices()
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
+
+
+def clean_closed_mesh(vertices, faces):
+    """Merge duplicate vertices, drop degenerate faces, fix winding so normals point outwards."""
+    mesh = trimesh.Trimesh(vertices, faces, process=True)
+    mesh.update_faces(mesh.nondegenerate_faces())
+    mesh.remove_unreferenced_vertices()
+    trimesh.repair.fix_normals(mesh)
+    return mesh
+
+
+def mesh_summary(vertices, faces):
+    vertices = np.asarray(vertices)
+    return {"vertices": int(len(vertices)), "faces": int(len(faces)),
+            "bounds": [np.round(vertices.min(0), 6).tolist(), np.round(vertices.max(0), 6).tolist()]}
+
+
+def require_closed(mesh, what):
+    if not mesh.is_watertight:
+        raise Gen3DError(INTERNAL, "The %s mesh came out with holes; try a different face count or seed." % what)
+
+
+def smooth_vertex_normals(vertices, faces):
+    """Area-weighted vertex normals."""
+    tri = vertices[faces]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normals = np.zeros_like(vertices)
+    for corner in range(3):
+        np.add.at(normals, faces[:, corner], face_n)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.maximum(length, 1e-12)

@@ -1,0 +1,187 @@
+"""The local pipeline: preprocess -> shape -> texture -> export, one job at a time, models kept loaded.
+
+A result is staged in a hidden sibling folder and moved into place only when complete (meta.json is
+written last), so a failed or cancelled job never leaves something that looks like a result.
+"""
+
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+import uuid
+
+import cv2
+import numpy as np
+import torch
+
+from shared.errors import CANCELLED, INTERNAL, INVALID_INPUT, OUT_OF_MEMORY, Gen3DError
+from shared.manifest import INPUT_FILE, MESH_FILE, META_FILE, build_manifest, map_file, write_manifest
+from shared.progress import ProgressTracker
+
+from . import device as devices
+from . import export, foreground, imageio
+from .engines.base import SHAPE, TEXTURE, JobContext
+from .engines.registry import EngineRegistry
+from .memory import MemoryPlanner
+from .mesh_ops import mesh_summary, smooth_vertex_normals
+
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+def new_job_id():
+    return uuid.uuid4().hex[:16]
+
+
+def load_source(request):
+    """The raw bytes (or a path) of the request's image."""
+    if request.image:
+        return request.image_bytes()
+    if request.image_path:
+        return os.path.expanduser(request.image_path)
+    from .fetch import fetch_image  # only jobs with image_url need the network
+    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES)
+
+
+def prepare_output(out_dir):
+    """Refuse to clobber a folder that holds something other than an earlier Gen3D result."""
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, META_FILE)):
+        raise Gen3DError(INVALID_INPUT, "The output folder %s already holds other files; choose an empty or new "
+                         "folder." % out_dir, stage="queued", retryable=False)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise Gen3DError(INVALID_INPUT, "The output path %s is a file, not a folder." % out_dir, stage="queued",
+                         retryable=False)
+
+
+def _publish(staging, out_dir):
+    """Move the finished staging folder into place, replacing an earlier result atomically enough:
+    the old result is renamed away first and deleted only after the new one is in place."""
+    old = None
+    if os.path.isdir(out_dir):
+        old = staging + ".old"
+        os.rename(out_dir, old)
+    os.rename(staging, out_dir)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class Pipeline:
+    def __init__(self, device="auto", settings=None, low_memory=None):
+        self.device = devices.resolve_device(device)
+        self.registry = EngineRegistry(settings)
+        self.memory = MemoryPlanner(self.device, low_memory)
+        self._lock = threading.Lock()   # one job at a time per device
+
+    def run(self, request, out_dir, job_id=None, on_progress=None, cancel=None):
+        """Run one job into `out_dir`. Returns the manifest; raises Gen3DError on failure."""
+        job_id = job_id or new_job_id()
+        out_dir = os.path.abspath(out_dir)
+        tracker = ProgressTracker(job_id, on_progress)
+        cancel = cancel or threading.Event()
+        staging = os.path.join(os.path.dirname(out_dir), ".%s.partial-%s" % (os.path.basename(out_dir), job_id))
+        with self._lock:
+            try:
+                prepare_output(out_dir)
+                os.makedirs(staging)
+                with devices.PeakMemory(self.device) as peak:
+                    manifest = self._run(request, staging, job_id, tracker, cancel)
+                manifest["peak_memory_mb"] = round(peak.peak_mb, 1)
+                write_manifest(staging, manifest)
+                _publish(staging, out_dir)
+                tracker.finish("completed")
+                return manifest
+            except Gen3DError as exc:
+                exc.stage = exc.stage or tracker.stage
+                raise
+            except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                raise Gen3DError(OUT_OF_MEMORY, self._oom_message(exc, tracker.stage), stage=tracker.stage,
+                                 retryable=True)
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                raise Gen3DError(INTERNAL, "Gen3D hit an unexpected error during %s (%s: %s). Try again; if it "
+                                 "keeps failing, report it with the worker log." % (tracker.stage,
+                                                                                     type(exc).__name__, exc),
+                                 stage=tracker.stage, retryable=False)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+                self.memory.after_job(self.registry)
+
+    def _oom_message(self, exc, stage):
+        if self.device.type == "cuda":
+            free = self.memory.free_gb()
+            total = self.memory.total_gb()
+            return ("The GPU ran out of memory during %s (%.1f of %.1f GB free). Lower face_count, texture_size "
+                    "or octree_resolution, use texture_engine 'builtin', or close other GPU programs." %
+                    (stage, free, total))
+        return ("The computer ran out of memory during %s. Lower face_count or texture_size and try again." % stage)
+
+    def _run(self, request, staging, job_id, tracker, cancel):
+        torch.manual_seed(request.seed)
+        np.random.seed(request.seed % (2 ** 32))
+        cv2.setRNGSeed(request.seed % (2 ** 31))
+        timings = {}
+        started = time.perf_counter()
+
+        def report(stage, fraction, message=""):
+            if cancel.is_set():
+                raise Gen3DError(CANCELLED, "The job was cancelled.", stage=stage, retryable=False)
+            tracker.update(stage, fraction, message)
+
+        shape_engine = self.registry.get(request.engine, SHAPE)
+        texture_name = request.effective_texture_engine
+        texture_engine = self.registry.get(texture_name, TEXTURE) if texture_name else None
+
+        # Preprocess: decode, find the object, frame it.
+        t0 = time.perf_counter()
+        report("preprocess", 0.0, "reading the image")
+        pixels, has_alpha = imageio.open_image(load_source(request))
+        report("preprocess", 0.3, "finding the object")
+        rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed)
+        framed, _info = foreground.frame(rgba)
+        with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
+            handle.write(export.encode_png(framed))
+        timings["preprocess"] = time.perf_counter() - t0
+
+        job = JobContext(request, framed, self.device, staging, report, cancel)
+        t0 = time.perf_counter()
+        report("shape", 0.0, "building the shape with %s" % shape_engine.name)
+        self.memory.prepare(self.registry, shape_engine, SHAPE)
+        shape = shape_engine.generate_shape(job)
+        timings["shape"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        textured = None
+        if texture_engine is not None:
+            report("texture", 0.0, "painting with %s" % texture_engine.name)
+            self.memory.prepare(self.registry, texture_engine, TEXTURE)
+            textured = texture_engine.generate_texture(job, shape)
+        timings["texture"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        report("export", 0.0, "writing files")
+        name = "gen3d_%s" % job_id
+        if textured is not None:
+            maps = textured.maps
+            encoded = {key: export.encode_png(maps[key]) for key in maps}
+            for key, data in encoded.items():
+                with open(os.path.join(staging, map_file(key)), "wb") as handle:
+                    handle.write(data)
+            orm = export.encode_png(export.orm_image(maps["ao"], maps["roughness"], maps["metallic"]))
+            normals = textured.normals if textured.normals is not None else \
+                smooth_vertex_normals(textured.vertices, textured.faces)
+            export.write_glb(os.path.join(staging, MESH_FILE), textured.vertices, textured.faces, normals,
+                             textured.uvs, {"albedo": encoded["albedo"], "normal": encoded["normal"], "orm": orm},
+                             name=name)
+            vertices, faces = textured.vertices, textured.faces
+        else:
+            vertices, faces = shape.vertices, shape.faces
+            export.write_glb(os.path.join(staging, MESH_FILE), vertices, faces,
+                             smooth_vertex_normals(vertices, faces), name=name)
+        report("export", 0.9, "manifest")
+        timings["export"] = time.perf_counter() - t0
+        timings["upload"] = 0.0
+        timings["total"] = time.perf_counter() - started
+        return build_manifest(staging, job_id, request, shape_engine.name,
+                              texture_engine.name if texture_engine else None, mesh_summary(vertices, faces),
+                              timings, devices.describe(self.device), 0.0)

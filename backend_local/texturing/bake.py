@@ -1,0 +1,180 @@
+"""The built-in texturer: UV unwrap, then bake albedo, normal, roughness, metallic and AO maps for any
+closed mesh from the framed input image.
+
+Each texel is traced back to its surface point; the point is projected into the input view
+(orthographic, camera looking down -Z). Points the camera sees take the image's colour; hidden points
+(the far side, or behind another part) take the colour at the same image position, i.e. the visible
+side mirrored through the object, which is how a single photo best predicts the back of most
+objects. Chart borders and gutters are filled by push-pull so nothing bleeds.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import ao, materials, raster
+from .fill import push_pull
+from .uv import unwrap
+from ..mesh_ops import smooth_vertex_normals
+
+AO_MAX_SIZE = 512
+BUMP_STRENGTH = 6.0          # height (image heights per pixel) -> normal tilt
+DEPTH_TOLERANCE = 0.02       # output-frame units: how far behind the visible surface still counts as seen
+
+
+def _interpolate(values, faces, face_index, weights):
+    """values: (V, C) tensor; returns (N, C) at the given faces/barycentrics."""
+    corners = values[faces[face_index]]                  # (N, 3, C)
+    return (corners * weights[:, :, None]).sum(dim=1)
+
+
+def vertex_tangents(positions, uvs, faces, normals):
+    """Per-vertex tangent (along +u) and bitangent (along image-up, -v in glTF UVs), orthonormal to the
+    normal: the OpenGL (+Y up) convention that glTF and Blender's Normal Map node use."""
+    p = positions[faces]
+    t = uvs[faces]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    du1, du2 = t[:, 1, 0] - t[:, 0, 0], t[:, 2, 0] - t[:, 0, 0]
+    dv1, dv2 = -(t[:, 1, 1] - t[:, 0, 1]), -(t[:, 2, 1] - t[:, 0, 1])
+    det = du1 * dv2 - du2 * dv1
+    det = torch.where(det.abs() < 1e-20, torch.full_like(det, 1e-20), det)
+    tangent_f = (e1 * dv2[:, None] - e2 * dv1[:, None]) / det[:, None]
+    bitangent_f = (e2 * du1[:, None] - e1 * du2[:, None]) / det[:, None]
+    tangent = torch.zeros_like(positions)
+    bitangent = torch.zeros_like(positions)
+    for corner in range(3):
+        tangent.index_add_(0, faces[:, corner], tangent_f)
+        bitangent.index_add_(0, faces[:, corner], bitangent_f)
+    tangent = F.normalize(tangent - normals * (tangent * normals).sum(1, keepdim=True), dim=1)
+    handed = torch.sign((torch.cross(normals, tangent, dim=1) * bitangent).sum(1, keepdim=True))
+    handed = torch.where(handed == 0, torch.ones_like(handed), handed)
+    bitangent = torch.cross(normals, tangent, dim=1) * handed
+    return tangent, bitangent
+
+
+def _extend_colours(rgb, mask):
+    """Fill the image outside the object with the object's own edge colours, so samples that land a
+    pixel outside the silhouette (rim texels) never pick up the background."""
+    core = -F.max_pool2d(-mask[None, None], 5, stride=1, padding=2)[0, 0]   # erode 2 px: drop fringe
+    return push_pull(rgb, core > 0.5)
+
+
+def _sample(image, pixels, size):
+    """Bilinear sample (C, H, W) at pixel coordinates (N, 2) (x, y with centres at +0.5)."""
+    grid = (pixels / size * 2 - 1).view(1, 1, -1, 2).to(image.dtype)
+    return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
+
+
+def visible(view, vertices, faces, points, normals, size, device):
+    """Which surface points the input camera sees: depth test against the mesh rendered from the view."""
+    vertices_px = view.to_pixels(vertices)
+    tri_px = vertices_px[faces]
+    depth_key = vertices[faces][:, :, 2].max(axis=1)
+    ids = raster.face_ids(tri_px, size, size, depth=depth_key)
+    flat, face_index, weights = raster.barycentric(ids, tri_px, device)
+    z_vertices = torch.as_tensor(vertices[:, 2:3], dtype=torch.float32, device=device)
+    faces_t = torch.as_tensor(faces, device=device)
+    zbuf = torch.full((size * size,), -1e9, device=device)
+    zbuf[flat] = _interpolate(z_vertices, faces_t, face_index, weights)[:, 0]
+    pix = torch.as_tensor(view.to_pixels(points.cpu().numpy()), device=device, dtype=torch.float32)
+    col = pix[:, 0].long().clamp(0, size - 1)
+    row = pix[:, 1].long().clamp(0, size - 1)
+    front = zbuf[row * size + col]
+    return (points[:, 2] >= front - DEPTH_TOLERANCE) & (normals[:, 2] > 0.0)
+
+
+def bake_textures(job, vertices, faces, view, size, detail_normals=None):
+    """Returns a TextureResult-like dict: vertices, faces, uvs, normals and the five uint8 maps."""
+    device = job.device
+    vertex_normals = smooth_vertex_normals(vertices, faces)
+    vertex_map, uv_faces, uvs = unwrap(vertices, faces, size)
+    job.progress("texture", 0.2, "unwrapped UVs")
+
+    positions = torch.as_tensor(vertices[vertex_map], dtype=torch.float32, device=device)
+    normals_v = torch.as_tensor(vertex_normals[vertex_map], dtype=torch.float32, device=device)
+    uvs_t = torch.as_tensor(uvs, dtype=torch.float32, device=device)
+    faces_t = torch.as_tensor(uv_faces, device=device)
+    tangent_v, bitangent_v = vertex_tangents(positions, uvs_t, faces_t, normals_v)
+
+    tri_uv = uvs[uv_faces] * size
+    ids = raster.face_ids(tri_uv, size, size)
+    flat, face_index, weights = raster.barycentric(ids, tri_uv, device)
+    point = _interpolate(positions, faces_t, face_index, weights)
+    normal = F.normalize(_interpolate(normals_v, faces_t, face_index, weights), dim=1)
+    tangent = F.normalize(_interpolate(tangent_v, faces_t, face_index, weights), dim=1)
+    bitangent = F.normalize(_interpolate(bitangent_v, faces_t, face_index, weights), dim=1)
+    job.progress("texture", 0.35, "rasterized texels")
+
+    image = torch.as_tensor(job.image, device=device).permute(2, 0, 1).to(torch.float32) / 255.0
+    img_size = image.shape[-1]
+    rgb, mask = image[:3], image[3]
+    colours = _extend_colours(rgb, mask)
+    estimates = materials.estimate(rgb, mask)
+    image_maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
+                              estimates["bump_dy"]])
+    pixels = torch.as_tensor(view.to_pixels(point.cpu().numpy()), device=device, dtype=torch.float32)
+    seen = visible(view, vertices, faces, point, normal, img_size, device)
+    albedo = _sample(colours, pixels, img_size)
+    sampled = _sample(image_maps, pixels, img_size)
+    roughness, metallic, bump_dx, bump_dy = sampled.unbind(dim=1)
+    job.progress("texture", 0.55, "projected the image")
+
+    # Normals: the smooth high-resolution surface (if the engine has one) plus fine image detail,
+    # fading out where the view grazes the surface and the image says little. A height field h(x, y)
+    # on either the front or the mirrored back tilts the normal by (-dh/dx, -dh/dy_up) alike.
+    fine = normal if detail_normals is None else F.normalize(detail_normals(point), dim=1)
+    facing = normal[:, 2].abs()
+    tilt = BUMP_STRENGTH * torch.stack([-bump_dx, bump_dy, torch.zeros_like(bump_dx)], dim=1) * facing[:, None]
+    shading_normal = F.normalize(fine + tilt, dim=1)
+    tangent_space = torch.stack([(shading_normal * tangent).sum(1), (shading_normal * bitangent).sum(1),
+                                 (shading_normal * normal).sum(1)], dim=1)
+    tangent_space = F.normalize(tangent_space, dim=1)
+    job.progress("texture", 0.65, "normal map")
+
+    occlusion = _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device)
+    job.progress("texture", 0.85, "ambient occlusion")
+
+    # Hidden texels borrow the mirrored colour but a little desaturated and darker, so the back reads
+    # as plausible rather than as a duplicate of the front.
+    hidden = (~seen).to(torch.float32)[:, None]
+    grey = albedo.mean(dim=1, keepdim=True)
+    albedo = albedo * (1 - 0.1 * hidden) + (grey - albedo) * 0.1 * hidden
+
+    channels = torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
+    canvas = torch.zeros(channels.shape[1], size * size, device=device)
+    canvas[:, flat] = channels.T
+    known = torch.zeros(size * size, dtype=torch.bool, device=device)
+    known[flat] = True
+    canvas = push_pull(canvas.view(-1, size, size), known.view(size, size))
+    canvas = torch.cat([canvas, occlusion[None]], dim=0)
+    maps = _to_uint8(canvas)
+    return {
+        "vertices": vertices[vertex_map], "faces": uv_faces, "uvs": uvs,
+        "normals": vertex_normals[vertex_map], "vertex_map": vertex_map,
+        "maps": {"albedo": maps[0:3].transpose(1, 2, 0), "normal": maps[3:6].transpose(1, 2, 0),
+                 "roughness": maps[6], "metallic": maps[7], "ao": maps[8]},
+        "seen_fraction": float(seen.float().mean()),
+    }
+
+
+def _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device):
+    """AO at up to AO_MAX_SIZE texels (it is smooth), then upsampled and gutter-filled."""
+    ao_size = min(size, AO_MAX_SIZE)
+    factor = ao_size / size
+    grid = ao.occupancy(vertices, faces, device)
+    ids = raster.face_ids(tri_uv * factor, ao_size, ao_size)
+    flat, face_index, weights = raster.barycentric(ids, tri_uv * factor, device)
+    point = _interpolate(positions, faces_t, face_index, weights)
+    normal = F.normalize(_interpolate(normals_v, faces_t, face_index, weights), dim=1)
+    values = torch.zeros(ao_size * ao_size, device=device)
+    values[flat] = ao.bake(point, normal, grid)
+    known = torch.zeros(ao_size * ao_size, dtype=torch.bool, device=device)
+    known[flat] = True
+    filled = push_pull(values.view(1, ao_size, ao_size), known.view(ao_size, ao_size))
+    if ao_size != size:
+        filled = F.interpolate(filled[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+    return filled[0]
+
+
+def _to_uint8(canvas):
+    return (canvas.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Creates .venv and installs Gen3D with the given extras (comma-separated, e.g. local,remote,test).
+# torch goes in first and on its own: an unpinned torch would pull several GB of CUDA packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-local}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+TORCH_SPEC="${GEN3D_TORCH:-torch==2.13.0}"
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "installing $TORCH_SPEC" >&2
+  .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+fi
+echo "installing gen3d[$EXTRAS]" >&2
+.venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
+
+if [[ ",$EXTRAS," == *",blender,"* ]] && ! command -v blender >/dev/null 2>&1; then
+  # Blender tests also run the real `blender -b` binary (Debian's package).
+  if [ "$(id -u)" = "0" ]; then
+    echo "installing Debian's blender package" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender >/dev/null
+  else
+    echo "error: the Blender tests need a 'blender' binary; install it (e.g. sudo apt-get install blender)" >&2
+    exit 1
+  fi
+fi
