@@ -26,8 +26,9 @@ def empty_foreground(why):
                       stage="preprocess", retryable=False)
 
 
-def foreground_rgba(array, has_alpha, remove_background, seed):
-    """RGBA uint8 with the object's alpha, at the input's size."""
+def foreground_rgba(array, has_alpha, remove_background, seed, check=None):
+    """RGBA uint8 with the object's alpha, at the input's size. `check` is called between iterations
+    (it raises to cancel)."""
     if has_alpha:
         return array
     rgb = array[..., :3]
@@ -36,7 +37,7 @@ def foreground_rgba(array, has_alpha, remove_background, seed):
     else:
         alpha = _rembg_alpha(rgb)
         if alpha is None:
-            alpha = grabcut_alpha(rgb, seed)
+            alpha = grabcut_alpha(rgb, seed, check)
     return np.dstack([rgb, alpha])
 
 
@@ -83,7 +84,7 @@ def _background_model(lab, border):
     return residual, float(scale), float(keep.mean())
 
 
-def grabcut_alpha(rgb, seed):
+def grabcut_alpha(rgb, seed, check=None, iterations=5):
     """Weight-free background removal: a border background model seeding GrabCut. Returns alpha uint8."""
     h, w = rgb.shape[:2]
     scale = WORK_SIDE / max(h, w)
@@ -99,7 +100,11 @@ def grabcut_alpha(rgb, seed):
     else:
         mask = _cluttered_seeds(lab.shape[:2], border)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, bgd, fgd, 5, cv2.GC_INIT_WITH_MASK)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
+        if check is not None:
+            check()
+        cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
     if interior is not None:
         fg |= interior  # GrabCut only settles the outline; inside it, trust the edge-bounded flood fill
@@ -219,4 +224,6 @@ def _resize_rgba(rgba, side, interpolation):
     rgb = cv2.resize(premultiplied, (side, side), interpolation=interpolation)
     a = np.clip(cv2.resize(alpha[..., 0], (side, side), interpolation=interpolation), 0, 1)
     rgb = np.where(a[..., None] > 1e-3, rgb / np.maximum(a[..., None], 1e-3), 0)
-    return np.dstack([np.clip(rgb + 0.5, 0, 255), np.clip(a * 255 + 0.5, 0, 255)]).astype(np.uint8)
+    out = np.dstack([np.clip(rgb + 0.5, 0, 255), np.clip(a * 255 + 0.5, 0, 255)]).astype(np.uint8)
+    out[out[..., 3] == 0, :3] = 0
+    return out

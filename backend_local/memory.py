@@ -31,8 +31,8 @@ class MemoryPlanner:
         return torch.cuda.get_device_properties(self.device).total_memory / GB
 
     def release(self):
-        gc.collect()
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # on CPU the allocator returns memory by itself
+            gc.collect()
             torch.cuda.empty_cache()
 
     def prepare(self, registry, engine, stage):

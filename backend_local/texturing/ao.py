@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 GRID = 80
-DIRECTIONS = 24
+DIRECTIONS = 16
 STEPS = (1.5, 3.0, 5.0, 8.0, 12.0, 18.0)   # in grid cells
 EXTENT = 1.1                               # the grid spans [-EXTENT, EXTENT]^3 (meshes fit [-1, 1])
 

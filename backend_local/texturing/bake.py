@@ -17,7 +17,7 @@ from .fill import push_pull
 from .uv import unwrap
 from ..mesh_ops import smooth_vertex_normals
 
-AO_MAX_SIZE = 512
+AO_MAX_SIZE = 256
 BUMP_STRENGTH = 6.0          # height (image heights per pixel) -> normal tilt
 DEPTH_TOLERANCE = 0.02       # output-frame units: how far behind the visible surface still counts as seen
 

@@ -30,10 +30,10 @@ class BuiltinEngine(base.Engine):
         job.progress("shape", 0.4, "shape field")
         vertices, faces = shape_model.extract_mesh(field, grid_for(request.face_count, request.octree_resolution))
         job.progress("shape", 0.7, "surface extracted")
-        vertices, scale, offset = normalize(vertices)
         vertices, faces = decimate(vertices, faces, request.face_count)
         mesh = clean_closed_mesh(vertices, faces)
         require_closed(mesh, "built-in")
+        vertices, scale, offset = normalize(mesh.vertices)
         size = job.image.shape[0]
         view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
 
@@ -41,7 +41,7 @@ class BuiltinEngine(base.Engine):
             pixel_points = points / scale + torch.as_tensor(offset, dtype=points.dtype, device=points.device)
             return shape_model.field_normals(field, pixel_points)
 
-        return base.ShapeResult(np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64), view=view,
+        return base.ShapeResult(vertices, np.asarray(mesh.faces, dtype=np.int64), view=view,
                                 detail=detail_normals)
 
     def generate_texture(self, job, shape):

@@ -1,0 +1,99 @@
+"""Texturing pieces: UV charts, rasterizer, gutter fill, AO, tangent frames, GLB writer."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from backend_local import export
+from backend_local.texturing import ao, raster
+from backend_local.texturing.bake import vertex_tangents
+from backend_local.texturing.fill import push_pull
+from backend_local.texturing.uv import unwrap
+from bench.render_psnr import read_glb
+
+
+def test_rasterizer_covers_each_pixel_once_with_exact_barycentrics():
+    square = np.array([[[0, 0], [16, 0], [0, 16]], [[16, 0], [16, 16], [0, 16]]], np.float64)
+    ids = raster.face_ids(square, 16, 16)
+    assert (ids >= 0).all() and set(np.unique(ids)) == {0, 1}
+    flat, faces, weights = raster.barycentric(ids, square, "cpu")
+    corners = torch.as_tensor(square, dtype=torch.float32)[faces]
+    rebuilt = (corners * weights[:, :, None]).sum(1)
+    centres = torch.stack([(flat % 16).float() + 0.5, (flat // 16).float() + 0.5], 1)
+    assert torch.allclose(rebuilt, centres, atol=1e-4)
+
+
+def test_depth_order_keeps_the_nearest_triangle():
+    tri = np.array([[[0, 0], [10, 0], [0, 10]], [[0, 0], [10, 0], [0, 10]]], np.float64)
+    ids = raster.face_ids(tri, 10, 10, depth=np.array([5.0, 1.0]))
+    assert (ids[ids >= 0] == 0).all()
+
+
+def test_unwrap_charts_do_not_overlap_and_keep_area():
+    mesh = trimesh.creation.torus(0.6, 0.25, major_sections=64, minor_sections=32)
+    vertex_map, faces, uvs = unwrap(np.asarray(mesh.vertices), np.asarray(mesh.faces, np.int64), 512)
+    assert len(faces) == len(mesh.faces)
+    assert np.allclose(np.asarray(mesh.vertices)[vertex_map][faces], np.asarray(mesh.vertices)[mesh.faces])
+    assert uvs.min() >= 0 and uvs.max() <= 1
+    # draw every triangle, shrunk a little towards its centre so neighbours never touch, into a count
+    # image: overlapping charts would cover texels twice
+    import cv2
+    counts = np.zeros((1024, 1024), np.int32)
+    for tri in uvs[faces] * 1024:
+        tri = tri + (tri.mean(axis=0) - tri) * 0.2
+        single = np.zeros((1024, 1024), np.uint8)
+        cv2.fillPoly(single, [np.round((tri - 0.5) * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+        counts += single
+    assert (counts > 1).sum() < 0.001 * (counts > 0).sum()
+    assert (counts > 0).mean() > 0.3            # the packer uses the space
+
+
+def test_push_pull_fills_gutters_and_keeps_known_texels():
+    values = torch.zeros(3, 64, 64)
+    known = torch.zeros(64, 64, dtype=torch.bool)
+    known[10:20, 10:20] = True
+    values[:, 10:20, 10:20] = torch.tensor([0.9, 0.2, 0.1])[:, None, None]
+    known[40:50, 40:50] = True
+    values[:, 40:50, 40:50] = torch.tensor([0.1, 0.2, 0.9])[:, None, None]
+    filled = push_pull(values, known)
+    assert torch.equal(filled[:, known], values[:, known])
+    assert filled[0, 12, 22] > 0.8 and filled[2, 52, 45] > 0.8     # just outside each chart: its own colour
+
+
+def test_ambient_occlusion_darkens_the_inside_of_a_torus():
+    mesh = trimesh.creation.torus(0.6, 0.3)
+    grid = ao.occupancy(mesh.vertices, mesh.faces, "cpu")
+    expected_volume = 2 * np.pi ** 2 * 0.6 * 0.3 ** 2
+    assert grid.mean().item() * (2 * ao.EXTENT) ** 3 == pytest.approx(expected_volume, rel=0.05)
+    values = ao.bake(torch.tensor(mesh.vertices, dtype=torch.float32),
+                     torch.tensor(mesh.vertex_normals, dtype=torch.float32), grid)
+    radius = np.linalg.norm(mesh.vertices[:, :2], axis=1)
+    outer, inner = values[torch.tensor(radius > 0.85)].mean(), values[torch.tensor(radius < 0.35)].mean()
+    assert outer > 0.97 and inner < outer - 0.1
+
+
+def test_tangent_frame_follows_uv_directions():
+    # a quad in the XY plane whose u runs along +X and whose image-up (v decreasing) runs along +Y
+    positions = torch.tensor([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=torch.float32)
+    uvs = torch.tensor([[0, 1], [1, 1], [1, 0], [0, 0]], dtype=torch.float32)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    normals = torch.tensor([[0, 0, 1]] * 4, dtype=torch.float32)
+    tangent, bitangent = vertex_tangents(positions, uvs, faces, normals)
+    assert torch.allclose(tangent, torch.tensor([1.0, 0, 0]).expand(4, 3), atol=1e-5)
+    assert torch.allclose(bitangent, torch.tensor([0, 1.0, 0]).expand(4, 3), atol=1e-5)
+
+
+def test_glb_writer_round_trip(tmp_path):
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    uvs = (mesh.vertices[:, :2] + 1) / 2
+    png = export.encode_png(np.full((8, 8, 3), 200, np.uint8))
+    path = str(tmp_path / "m.glb")
+    export.write_glb(path, mesh.vertices, mesh.faces, mesh.vertex_normals, uvs,
+                     {"albedo": png, "normal": png, "orm": png})
+    vertices, faces, read_uvs, images = read_glb(path)
+    assert np.allclose(vertices, mesh.vertices, atol=1e-6) and np.array_equal(faces, mesh.faces)
+    assert np.allclose(read_uvs, uvs, atol=1e-6)
+    assert set(images) == {"baseColor", "metallicRoughness", "normal", "occlusion"}
+    loaded = trimesh.load(path, force="mesh")       # an independent reader agrees
+    assert len(loaded.faces) == len(mesh.faces)
