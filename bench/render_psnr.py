@@ -1,5 +1,9 @@
 """Render a result's GLB from the input view and compare it with the input image (PSNR inside the mask).
 
+The albedo is de-lit (the input's shading is removed so Blender can light the object anew), so the
+render is re-lit before comparing: a second-order spherical-harmonics shading of the mesh normals
+(9 numbers) is fitted to input / render. Nine numbers cannot hide a flipped or shifted texture.
+
     python bench/render_psnr.py RESULT_DIR [RESULT_DIR...] [--save-dir DIR]
 
 The GLB is read back (pygltflib), its albedo texture is rendered unlit with a z-buffer from the front
@@ -38,8 +42,9 @@ def _accessor(gltf, blob, index):
     return data.reshape(accessor.count, -1) if _WIDTH[accessor.type] > 1 else data
 
 
-def read_glb(path):
-    """(vertices, faces, uvs, {name: PIL image}) of the first primitive and its material's textures."""
+def read_glb(path, with_normals=False):
+    """(vertices, faces, uvs, {name: PIL image}) of the first primitive and its material's textures
+    (and the vertex normals last, when asked)."""
     gltf = pygltflib.GLTF2().load(path)
     blob = gltf.binary_blob()
     primitive = gltf.meshes[0].primitives[0]
@@ -60,12 +65,14 @@ def read_glb(path):
         view = gltf.bufferViews[image.bufferView]
         data = blob[view.byteOffset or 0:(view.byteOffset or 0) + view.byteLength]
         images[name] = Image.open(io.BytesIO(data))
+    if with_normals:
+        return vertices, faces, uvs, images, _accessor(gltf, blob, primitive.attributes.NORMAL).astype(np.float64)
     return vertices, faces, uvs, images
 
 
 def render_albedo(result_dir):
-    """(render RGB float HxW, coverage mask, input RGB float, input mask) at input.png's size."""
-    vertices, faces, uvs, images = read_glb(os.path.join(result_dir, "mesh.glb"))
+    """(render RGB, coverage mask, input RGB, input mask, per-pixel normals) at input.png's size."""
+    vertices, faces, uvs, images, normals = read_glb(os.path.join(result_dir, "mesh.glb"), with_normals=True)
     framed = np.asarray(Image.open(os.path.join(result_dir, "input.png")).convert("RGBA"))
     size = framed.shape[0]
     view = fit_view(vertices, framed[..., 3])
@@ -73,6 +80,9 @@ def render_albedo(result_dir):
     ids = raster.face_ids(tri_px, size, size, depth=vertices[faces][:, :, 2].max(axis=1))
     flat, face_index, weights = raster.barycentric(ids, tri_px, "cpu")
     texel_uv = (uvs[faces[face_index.numpy()]] * weights.numpy()[:, :, None]).sum(axis=1)
+    pixel_normals = np.zeros((size * size, 3))
+    pixel_normals[flat.numpy()] = (normals[faces[face_index.numpy()]] * weights.numpy()[:, :, None]).sum(axis=1)
+    pixel_normals /= np.maximum(np.linalg.norm(pixel_normals, axis=1, keepdims=True), 1e-12)
     albedo = np.asarray(images["baseColor"].convert("RGB"), dtype=np.float64) / 255.0
     th, tw = albedo.shape[:2]
     x = np.clip(texel_uv[:, 0] * tw - 0.5, 0, tw - 1)
@@ -87,15 +97,36 @@ def render_albedo(result_dir):
     covered = np.zeros(size * size, bool)
     covered[flat.numpy()] = True
     return (render.reshape(size, size, 3), covered.reshape(size, size),
-            framed[..., :3].astype(np.float64) / 255.0, framed[..., 3] > 250)
+            framed[..., :3].astype(np.float64) / 255.0, framed[..., 3] > 250, pixel_normals.reshape(size, size, 3))
+
+
+def _sh_basis(n):
+    x, y, z = n[:, 0], n[:, 1], n[:, 2]
+    return np.stack([np.ones_like(x), y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], axis=1)
+
+
+def relight(render, target, normals, inside):
+    """render x SH(normal) . c, with c fitted by least squares to target / render inside the mask."""
+    basis = _sh_basis(normals[inside])
+    r, t = render[inside], target[inside]
+    # minimise sum |r * s - t|^2 over the shading s = basis . c, all channels together
+    a = (basis[:, None, :] * r[:, :, None]).reshape(-1, basis.shape[1])
+    coef = np.linalg.lstsq(a, t.reshape(-1), rcond=None)[0]
+    lit = render.copy()
+    lit[inside] = r * (basis @ coef)[:, None]
+    return lit
+
+
+def _psnr(a, b):
+    return 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12))
 
 
 def psnr(result_dir):
-    render, covered, target, solid = render_albedo(result_dir)
-    # Compare well inside the object: the outermost ring is grazing geometry on both sides.
+    """(PSNR of the re-lit render, PSNR of the plain albedo render, re-lit image, compared pixels)."""
+    render, covered, target, solid, normals = render_albedo(result_dir)
     inside = solid & covered
-    mse = float(((render[inside] - target[inside]) ** 2).mean())
-    return 10 * np.log10(1.0 / max(mse, 1e-12)), render, inside
+    lit = relight(render, target, normals, inside)
+    return _psnr(lit[inside], target[inside]), _psnr(render[inside], target[inside]), lit, inside
 
 
 def main(argv=None):
@@ -105,9 +136,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     values = []
     for result in args.results:
-        value, render, inside = psnr(result)
+        value, albedo_only, render, inside = psnr(result)
         values.append(value)
-        print("%-40s PSNR %.2f dB over %d pixels" % (result, value, inside.sum()))
+        print("%-40s PSNR %.2f dB re-lit, %.2f dB albedo only, over %d pixels"
+              % (result, value, albedo_only, inside.sum()))
         if args.save_dir:
             os.makedirs(args.save_dir, exist_ok=True)
             name = os.path.basename(os.path.normpath(result))

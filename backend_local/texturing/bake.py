@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import ao, materials, raster
+from . import ao, delight, materials, raster
 from .fill import push_pull
 from .uv import unwrap
 from ..mesh_ops import smooth_vertex_normals
@@ -65,18 +65,34 @@ def _sample(image, pixels, size):
     return F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
 
 
-def visible(view, vertices, faces, points, normals, size, device):
-    """Which surface points the input camera sees: depth test against the mesh rendered from the view."""
+def view_buffers(view, vertices, faces, vertex_normals, size, device, detail_normals=None):
+    """Render the mesh from the input view: per-pixel depth (nearest surface) and normal.
+
+    Returns (zbuf (H*W,), normals (3, H, W), covered (H, W) bool)."""
     vertices_px = view.to_pixels(vertices)
     tri_px = vertices_px[faces]
     depth_key = vertices[faces][:, :, 2].max(axis=1)
     ids = raster.face_ids(tri_px, size, size, depth=depth_key)
     flat, face_index, weights = raster.barycentric(ids, tri_px, device)
-    z_vertices = torch.as_tensor(vertices[:, 2:3], dtype=torch.float32, device=device)
     faces_t = torch.as_tensor(faces, device=device)
+    surface = _interpolate(torch.as_tensor(vertices, dtype=torch.float32, device=device), faces_t, face_index, weights)
+    if detail_normals is not None:
+        normal = F.normalize(detail_normals(surface), dim=1)
+    else:
+        normal = F.normalize(_interpolate(torch.as_tensor(vertex_normals, dtype=torch.float32, device=device),
+                                          faces_t, face_index, weights), dim=1)
     zbuf = torch.full((size * size,), -1e9, device=device)
-    zbuf[flat] = _interpolate(z_vertices, faces_t, face_index, weights)[:, 0]
-    pix = torch.as_tensor(view.to_pixels(points.cpu().numpy()), device=device, dtype=torch.float32)
+    zbuf[flat] = surface[:, 2]
+    normals = torch.zeros(3, size * size, device=device)
+    normals[:, flat] = normal.T
+    covered = torch.zeros(size * size, dtype=torch.bool, device=device)
+    covered[flat] = True
+    return zbuf, normals.view(3, size, size), covered.view(size, size)
+
+
+def visible(view, zbuf, points, normals, size):
+    """Which surface points the input camera sees: depth test against the view's z-buffer."""
+    pix = torch.as_tensor(view.to_pixels(points.cpu().numpy()), device=points.device, dtype=torch.float32)
     col = pix[:, 0].long().clamp(0, size - 1)
     row = pix[:, 1].long().clamp(0, size - 1)
     front = zbuf[row * size + col]
@@ -108,12 +124,14 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     image = torch.as_tensor(job.image, device=device).permute(2, 0, 1).to(torch.float32) / 255.0
     img_size = image.shape[-1]
     rgb, mask = image[:3], image[3]
-    colours = _extend_colours(rgb, mask)
+    zbuf, view_normals, covered = view_buffers(view, vertices, faces, vertex_normals, img_size, device, detail_normals)
+    gain, explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
+    colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
     estimates = materials.estimate(rgb, mask)
     image_maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
                               estimates["bump_dy"]])
     pixels = torch.as_tensor(view.to_pixels(point.cpu().numpy()), device=device, dtype=torch.float32)
-    seen = visible(view, vertices, faces, point, normal, img_size, device)
+    seen = visible(view, zbuf, point, normal, img_size)
     albedo = _sample(colours, pixels, img_size)
     sampled = _sample(image_maps, pixels, img_size)
     roughness, metallic, bump_dx, bump_dy = sampled.unbind(dim=1)
@@ -154,6 +172,7 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
         "maps": {"albedo": maps[0:3].transpose(1, 2, 0), "normal": maps[3:6].transpose(1, 2, 0),
                  "roughness": maps[6], "metallic": maps[7], "ao": maps[8]},
         "seen_fraction": float(seen.float().mean()),
+        "lighting_explained": explained,
     }
 
 
