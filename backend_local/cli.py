@@ -73,6 +73,17 @@ def _fail(error, image=None):
     print(json.dumps(payload), file=sys.stderr, flush=True)
 
 
+def _result_names(images):
+    """Sub-folder per image: its stem, or its folder's name when stems repeat (dataset/<case>/input.png)."""
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
+    if len(set(stems)) == len(stems):
+        return stems
+    parents = [os.path.basename(os.path.dirname(os.path.abspath(path))) for path in images]
+    if len(set(parents)) == len(parents):
+        return parents
+    return ["%03d_%s" % (index, stem) for index, stem in enumerate(stems)]
+
+
 def cmd_generate(args):
     from .pipeline import Pipeline
 
@@ -95,8 +106,8 @@ def cmd_generate(args):
                   file=sys.stderr, flush=True)
 
     failed = 0
-    for image, request in requests:
-        out = args.out if len(requests) == 1 else os.path.join(args.out, os.path.splitext(os.path.basename(image))[0])
+    for (image, request), name in zip(requests, _result_names([image for image, _ in requests])):
+        out = args.out if len(requests) == 1 else os.path.join(args.out, name)
         try:
             manifest = pipeline.run(request, out, on_progress=show)
         except Gen3DError as exc:

@@ -26,16 +26,19 @@ def empty_foreground(why):
                       stage="preprocess", retryable=False)
 
 
-def foreground_rgba(array, has_alpha, remove_background, seed, check=None):
+def foreground_rgba(array, has_alpha, remove_background, seed, check=None, cut_out=None):
     """RGBA uint8 with the object's alpha, at the input's size. `check` is called between iterations
-    (it raises to cancel)."""
+    (it raises to cancel). `cut_out(rgb) -> alpha or None` is an engine's own background remover,
+    tried first (the Hunyuan engines use their library's)."""
     if has_alpha:
         return array
     rgb = array[..., :3]
     if not remove_background:
         alpha = np.full(rgb.shape[:2], 255, np.uint8)
     else:
-        alpha = _rembg_alpha(rgb)
+        alpha = cut_out(rgb) if cut_out is not None else None
+        if alpha is None:
+            alpha = _rembg_alpha(rgb)
         if alpha is None:
             alpha = grabcut_alpha(rgb, seed, check)
     return np.dstack([rgb, alpha])
@@ -212,7 +215,7 @@ def frame(rgba):
     canvas[canvas[..., 3] == 0, :3] = 0
     out_side = int(min(max(side, OUTPUT_SIDES[0]), OUTPUT_SIDES[1]))
     if out_side != side:
-        interpolation = cv2.INTER_AREA if out_side < side else cv2.INTER_CUBIC
+        interpolation = cv2.INTER_AREA if out_side < side else cv2.INTER_LINEAR
         canvas = _resize_rgba(canvas, out_side, interpolation)
     return canvas, {"crop": [int(x0), int(y0), side, side], "size": out_side}
 

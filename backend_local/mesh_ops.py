@@ -17,6 +17,19 @@ def normalize(vertices):
     return (vertices - offset) * scale, scale, offset
 
 
+def drop_small_components(vertices, faces, min_volume_fraction=0.01):
+    """Remove closed pieces far smaller than the main body (bubbles and floaters that a level-set
+    surface can grow); they waste faces and collapse into holes under decimation."""
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    parts = mesh.split(only_watertight=False)
+    if len(parts) <= 1:
+        return np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+    volumes = np.array([abs(part.volume) for part in parts])
+    kept = [part for part, volume in zip(parts, volumes) if volume >= min_volume_fraction * volumes.max()]
+    merged = trimesh.util.concatenate(kept)
+    return np.asarray(merged.vertices, dtype=np.float64), np.asarray(merged.faces, dtype=np.int64)
+
+
 def decimate(vertices, faces, target):
     """Quadric decimation to `target` triangles (no-op when already at or under it)."""
     faces = np.asarray(faces, dtype=np.int64)

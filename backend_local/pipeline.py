@@ -138,7 +138,8 @@ class Pipeline:
         pixels, has_alpha = imageio.open_image(load_source(request))
         report("preprocess", 0.3, "finding the object")
         rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed,
-                                          check=lambda: report("preprocess", 0.3))
+                                          check=lambda: report("preprocess", 0.3),
+                                          cut_out=getattr(shape_engine, "cut_out", None))
         framed, _info = foreground.frame(rgba)
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))

@@ -95,7 +95,8 @@ class Engine:
         self.settings = settings or {}
         self._loaded = set()
 
-    def availability(self):
+    def availability(self, stage=None):
+        """Whether this engine (or one of its stages) can run here; the reason names what is missing."""
         return Availability(True)
 
     def loaded_stages(self):

@@ -11,6 +11,9 @@ from .base import SHAPE, TEXTURE
 # an engine's packages can still run the others.
 ENGINES = {
     "builtin": "backend_local.engines.builtin.engine:BuiltinEngine",
+    "hunyuan3d-2.1": "backend_local.engines.hunyuan21:Hunyuan21Engine",
+    "hunyuan3d-2": "backend_local.engines.hunyuan2:Hunyuan2Engine",
+    "hunyuan3d-2mini": "backend_local.engines.hunyuan2:Hunyuan2MiniEngine",
 }
 
 
@@ -38,7 +41,7 @@ class EngineRegistry:
         if stage not in engine.capabilities:
             raise Gen3DError(ENGINE_UNAVAILABLE, "The engine '%s' cannot do the %s stage; pick another %s engine."
                              % (name, stage, stage), stage=stage, retryable=False)
-        status = engine.availability()
+        status = engine.availability(stage)
         if not status.available:
             raise Gen3DError(ENGINE_UNAVAILABLE, "The engine '%s' is not available: %s" % (name, status.reason),
                              stage=stage, retryable=False)

@@ -3,8 +3,10 @@
 import numpy as np
 import torch
 
+from shared.errors import EMPTY_FOREGROUND, Gen3DError
+
 from .. import base
-from ...mesh_ops import clean_closed_mesh, decimate, normalize, require_closed
+from ...mesh_ops import clean_closed_mesh, decimate, drop_small_components, normalize, require_closed
 from ...texturing.bake import bake_textures
 from . import shape as shape_model
 
@@ -26,10 +28,15 @@ class BuiltinEngine(base.Engine):
 
     def generate_shape(self, job):
         request = job.request
-        field = shape_model.reconstruct_field(job.image, job.device, seed=request.seed)
+        try:
+            field = shape_model.reconstruct_field(job.image, job.device, seed=request.seed)
+        except ValueError as exc:  # no usable outline left after framing
+            raise Gen3DError(EMPTY_FOREGROUND, "No object outline to build a shape from (%s). Use an image where "
+                             "the object stands out from its background." % exc, stage="shape", retryable=False)
         job.progress("shape", 0.4, "shape field")
         vertices, faces = shape_model.extract_mesh(field, grid_for(request.face_count, request.octree_resolution))
         job.progress("shape", 0.7, "surface extracted")
+        vertices, faces = drop_small_components(vertices, faces)
         vertices, faces = decimate(vertices, faces, request.face_count)
         mesh = clean_closed_mesh(vertices, faces)
         require_closed(mesh, "built-in")

@@ -1,0 +1,157 @@
+"""hunyuan3d-2.1: Tencent's Hunyuan3D 2.1, shape from hy3dshape and PBR texture from hy3dpaint.
+
+Neither package is on PyPI: both are imported from a checkout of the Tencent-Hunyuan/Hunyuan3D-2.1
+repository (setting "repo" or $GEN3D_HUNYUAN21_REPO), whose hy3dshape/ and hy3dpaint/ folders go on
+sys.path while the library runs. The painter writes an OBJ with albedo, metallic and roughness images
+into the mesh's folder; those maps are carried into our manifest and GLB (hunyuan_texture), with the
+normal and AO maps baked by the built-in texturer.
+"""
+
+import glob
+import os
+
+from . import base
+from . import hunyuan_common as hc
+from . import hunyuan_shape, hunyuan_texture
+
+REPO_ID = "tencent/Hunyuan3D-2.1"
+SHAPE_MODEL = hc.ModelFiles(REPO_ID, "hunyuan3d-dit-v2-1", ("config.yaml", "model.fp16.ckpt"), "Hunyuan3D-2.1 shape")
+PAINT_MODEL = hc.ModelFiles(REPO_ID, "hunyuan3d-paintpbr-v2-1", ("model_index.json",), "Hunyuan3D-2.1 PBR paint")
+DINO_MODEL = hc.ModelFiles("facebook/dinov2-giant", "", ("config.json", "model.safetensors|pytorch_model.bin"),
+                           "DINOv2-giant (the painter's image encoder)")
+REALESRGAN_FILE = "RealESRGAN_x4plus.pth"
+
+SHAPE_PACKAGES = ("diffusers", "transformers", "torchvision", "timm", "einops", "omegaconf", "pymeshlab", "trimesh",
+                  "cv2", "yaml")
+PAINT_PACKAGES = ("diffusers", "transformers", "torchvision", "omegaconf", "xatlas", "pymeshlab", "trimesh", "cv2",
+                  "realesrgan", "basicsr")
+RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
+INSTALL_HINT = "pip install 'gen3d[hunyuan]'; the painter also needs realesrgan and basicsr"
+MAX_PAINT_TEXTURE = 4096   # the painter bakes at twice our size up to this, then halves its own output
+
+
+class Hunyuan21Engine(hc.HunyuanEngine):
+    name = "hunyuan3d-2.1"
+    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    vram_gb = {base.SHAPE: 10.0, base.TEXTURE: 21.0}
+    remover_module = "hy3dshape.rembg"
+
+    # -- where things are
+
+    def repo(self):
+        path = hc.setting(self.settings, "repo", hc.REPO21_ENV)
+        return os.path.abspath(os.path.expanduser(path)) if path else None
+
+    def library_folders(self):
+        repo = self.repo()
+        if not repo:
+            return ()
+        return (os.path.join(repo, "hy3dshape"), os.path.join(repo, "hy3dpaint"), repo)
+
+    def realesrgan_candidates(self):
+        configured = hc.setting(self.settings, "realesrgan")
+        weights = hc.setting(self.settings, "weights_dir", hc.WEIGHTS_ENV)
+        candidates = [configured] if configured else []
+        if weights:
+            candidates.append(os.path.join(os.path.expanduser(weights), REALESRGAN_FILE))
+        if self.repo():
+            candidates.append(os.path.join(self.repo(), "hy3dpaint", "ckpt", REALESRGAN_FILE))
+        return candidates
+
+    def _repo_problem(self, part, marker):
+        repo = self.repo()
+        if not repo:
+            return ("the Hunyuan3D-2.1 code is not configured: set %s (or the engine setting 'repo') to a checkout "
+                    "of the Tencent-Hunyuan/Hunyuan3D-2.1 repository" % hc.REPO21_ENV)
+        if not os.path.isfile(os.path.join(repo, part, marker)):
+            return "%s is not a Hunyuan3D-2.1 checkout: %s/%s is missing" % (repo, part, marker)
+        return ""
+
+    # -- availability
+
+    def stage_problems(self, stage):
+        folders = self.library_folders()
+        if stage == base.SHAPE:
+            problems = [self._repo_problem("hy3dshape", os.path.join("hy3dshape", "pipelines.py"))]
+            missing = hc.missing_modules(SHAPE_PACKAGES)
+            problems.append(hc.modules_missing(missing, INSTALL_HINT) if missing else "")
+            root, searched = hc.locate(SHAPE_MODEL, self.settings)
+            problems.append("" if root else hc.weights_missing(SHAPE_MODEL, searched))
+            return [problem for problem in problems if problem]
+
+        problems = [self._repo_problem("hy3dpaint", "textureGenPipeline.py")]
+        missing = hc.missing_modules(PAINT_PACKAGES)
+        problems.append(hc.modules_missing(missing, INSTALL_HINT) if missing else "")
+        if hc.missing_modules(RASTERIZER_MODULES):
+            problems.append("missing custom_rasterizer, the painter's compiled CUDA rasterizer: run `cd "
+                            "hy3dpaint/custom_rasterizer && pip install -e .` in the Hunyuan3D-2.1 checkout")
+        if folders and not glob.glob(os.path.join(folders[1], "DifferentiableRenderer", "mesh_inpaint_processor*.so")):
+            problems.append("missing the compiled mesh_inpaint_processor: run `cd hy3dpaint/DifferentiableRenderer "
+                            "&& bash compile_mesh_painter.sh` in the Hunyuan3D-2.1 checkout")
+        problems.append(self.cuda_problem())
+        for model in (PAINT_MODEL, DINO_MODEL):
+            root, searched = hc.locate(model, self.settings)
+            problems.append("" if root else hc.weights_missing(model, searched))
+        if not any(os.path.isfile(path) for path in self.realesrgan_candidates()):
+            problems.append("the painter's upscaler checkpoint %s was not found; looked at: %s" % (
+                REALESRGAN_FILE, "; ".join(self.realesrgan_candidates()) or "(no repo or weights folder configured)"))
+        return [problem for problem in problems if problem]
+
+    # -- loading
+
+    def load_stage(self, stage, device):
+        folders = self.library_folders()
+        if stage == base.SHAPE:
+            root, _ = hc.locate(SHAPE_MODEL, self.settings)
+            return hunyuan_shape.load_shape_model("hy3dshape", root, SHAPE_MODEL.subfolder, device,
+                                                  hc.library_dtype(device, self.settings), use_safetensors=False,
+                                                  paths=folders)
+        problem = self.painter_device_problem(device)
+        if problem:
+            raise problem
+        return self._load_painter(device, folders)
+
+    def _load_painter(self, device, folders):
+        paint_root, _ = hc.locate(PAINT_MODEL, self.settings)
+        dino_root, _ = hc.locate(DINO_MODEL, self.settings)
+        repo = self.repo()
+        with hc.library_paths(folders), hc.on_device(device), hc.offline({REPO_ID: paint_root}):
+            hc.import_library("torchvision_fix", "The Hunyuan3D-2.1 torchvision fix").apply_fix()
+            module = hc.import_library("textureGenPipeline", "The Hunyuan3D-2.1 painter")
+            config = module.Hunyuan3DPaintConfig(int(hc.setting(self.settings, "paint_views", default=6)),
+                                                 int(hc.setting(self.settings, "paint_resolution", default=512)))
+            # The library's defaults are paths relative to the repo and hub ids; ours are absolute and local.
+            config.multiview_cfg_path = os.path.join(repo, "hy3dpaint", "cfgs", "hunyuan-paint-pbr.yaml")
+            config.custom_pipeline = os.path.join(repo, "hy3dpaint", "hunyuanpaintpbr")
+            config.realesrgan_ckpt_path = next(p for p in self.realesrgan_candidates() if os.path.isfile(p))
+            config.dino_ckpt_path = dino_root
+            config.multiview_pretrained_path = REPO_ID
+            return module.Hunyuan3DPaintPipeline(config)
+
+    # -- stages
+
+    def generate_shape(self, job):
+        job.progress("shape", 0.02, "loading %s" % self.name)
+        model = self.model(base.SHAPE, job.device)
+        with hc.library_paths(self.library_folders()):
+            return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
+                                                                                  default=8000)))
+
+    def generate_texture(self, job, shape):
+        import trimesh
+
+        job.progress("texture", 0.02, "loading the Hunyuan3D-2.1 PBR painter")
+        painter = self.model(base.TEXTURE, job.device)
+        size = job.request.texture_size
+        painter.config.texture_size = min(2 * size, MAX_PAINT_TEXTURE)
+        painter.render.set_default_texture_resolution(painter.config.texture_size)
+        with hc.library_paths(self.library_folders()), hc.job_folder(job.work_dir, self.name + "-paint") as folder, \
+                hc.gpu_stage(self, base.TEXTURE, job.device), hc.on_device(job.device):
+            mesh_path = os.path.join(folder, "shape.obj")
+            trimesh.Trimesh(shape.vertices, shape.faces, process=False).export(mesh_path)
+            job.progress("texture", 0.1, "painting albedo, metallic and roughness")
+            obj_path = painter(mesh_path=mesh_path, image_path=hc.pil_image(job.image),
+                               output_mesh_path=os.path.join(folder, "textured_mesh.obj"), use_remesh=False,
+                               save_glb=False)
+            painted = hunyuan_texture.read_textured_obj(obj_path)
+        return hunyuan_texture.painted_result(job, shape, painted, size)

@@ -1,0 +1,136 @@
+"""Turn a Hunyuan painter's result into our TextureResult.
+
+The painters return the mesh they were given with their own UV atlas and texture images (2.1: albedo,
+metallic, roughness; 2.0: albedo only). Our result needs all five maps in one layout, so the built-in
+texturer bakes the mesh (UVs, tangent-space normal, AO, and its image-derived roughness/metallic), and
+every map the painter did paint is resampled into that layout: each of our texels lies on one triangle
+at known barycentrics, the painter's copy of that triangle gives its UV there, and the painter's image
+is sampled at that UV. Triangles are matched by their corner positions, so the painter may reorder
+faces or split vertices along its seams.
+"""
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.errors import INTERNAL, Gen3DError
+
+from ..texturing import raster
+from ..texturing.bake import bake_textures
+from ..texturing.fill import push_pull
+from . import base
+
+MATCH_TOLERANCE = 1e-3     # output-frame units: corners closer than this are the same corner
+MAX_UNMATCHED = 0.02       # share of triangles the painter may have changed before we refuse its result
+
+
+def read_textured_obj(path):
+    """The 2.1 painter's OBJ: positions, UVs (OBJ convention, v up), per-corner indices into both, and the
+    material's texture files (map_Kd, map_Pm, map_Pr) as absolute paths."""
+    positions, uvs, face_pos, face_uv, maps = [], [], [], [], {}
+    folder = os.path.dirname(os.path.abspath(path))
+    material_file = None
+    with open(path) as handle:
+        for line in handle:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "v":
+                positions.append([float(x) for x in parts[1:4]])
+            elif parts[0] == "vt":
+                uvs.append([float(x) for x in parts[1:3]])
+            elif parts[0] == "f":
+                corners = [corner.split("/") for corner in parts[1:]]
+                for k in range(1, len(corners) - 1):   # fan-triangulate polygons
+                    tri = (corners[0], corners[k], corners[k + 1])
+                    face_pos.append([int(c[0]) - 1 for c in tri])
+                    face_uv.append([int(c[1]) - 1 for c in tri])
+            elif parts[0] == "mtllib":
+                material_file = os.path.join(folder, " ".join(parts[1:]))
+    if material_file and os.path.isfile(material_file):
+        keys = {"map_Kd": "albedo", "map_Pm": "metallic", "map_Pr": "roughness"}
+        with open(material_file) as handle:
+            for line in handle:
+                parts = line.split()
+                if parts and parts[0] in keys:
+                    maps[keys[parts[0]]] = os.path.join(folder, parts[-1])
+    return {"vertices": np.asarray(positions, np.float64), "uvs": np.asarray(uvs, np.float64),
+            "faces": np.asarray(face_pos, np.int64), "uv_faces": np.asarray(face_uv, np.int64),
+            "images": {key: read_image(file, 3 if key == "albedo" else 1) for key, file in maps.items()}}
+
+
+def read_image(source, channels):
+    """A file path or PIL image as float32 (H, W, channels) in [0, 1]."""
+    from PIL import Image
+
+    image = Image.open(source) if isinstance(source, str) else source
+    array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    return array[..., None] if channels == 1 else array
+
+
+def match_corners(ours, theirs):
+    """ours (F, 3, 3), theirs (G, 3, 3) corner positions in one frame. For each of our triangles: the
+    index of their same triangle, which of their corners each of ours is, and whether it matched."""
+    from scipy.spatial import cKDTree
+
+    _distance, index = cKDTree(theirs.mean(axis=1)).query(ours.mean(axis=1))
+    candidate = theirs[index]
+    gaps = np.linalg.norm(ours[:, :, None, :] - candidate[:, None, :, :], axis=-1)   # (F, 3 ours, 3 theirs)
+    corner = gaps.argmin(axis=2)
+    close = gaps.min(axis=2).max(axis=1) < MATCH_TOLERANCE
+    permutation = (np.sort(corner, axis=1) == np.arange(3)).all(axis=1)
+    return index, corner, close & permutation
+
+
+def _sample_image(image, uv, device):
+    """Bilinear samples of image (H, W, C) at OBJ-convention UVs (N, 2) -> (N, C)."""
+    tensor = torch.as_tensor(image, device=device).permute(2, 0, 1)[None]
+    grid = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2], dim=1).view(1, 1, -1, 2).to(tensor.dtype)
+    return F.grid_sample(tensor, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
+
+
+def transfer(baked, painted, size, device):
+    """Resample the painter's images into our baked layout. Returns {map name: (size, size[, 3]) uint8}."""
+    ours = baked["vertices"][baked["faces"]]
+    theirs = painted["vertices"][painted["faces"]]
+    low, high = ours.reshape(-1, 3).min(0), ours.reshape(-1, 3).max(0)
+    scale = 2.0 / max(float((high - low).max()), 1e-12)
+    ours_n = (ours - (low + high) / 2) * scale
+    theirs_n = (theirs - (low + high) / 2) * scale
+    index, corner, matched = match_corners(ours_n, theirs_n)
+    if 1.0 - matched.mean() > MAX_UNMATCHED:
+        raise Gen3DError(INTERNAL, "The painter returned a different mesh than it was given (%.0f%% of the "
+                         "triangles changed), so its texture cannot be placed. Try texture_engine 'builtin'."
+                         % (100 * (1 - matched.mean())), stage="texture")
+    their_uv = painted["uvs"][painted["uv_faces"][index]]                           # (F, 3 theirs, 2)
+    corner_uv = np.take_along_axis(their_uv, corner[:, :, None], axis=1)            # (F, 3 ours, 2)
+
+    tri_px = baked["uvs"][baked["faces"]] * size
+    flat, face, weights = raster.barycentric(raster.face_ids(tri_px, size, size), tri_px, device)
+    keep = torch.as_tensor(matched, device=device)[face]
+    flat, face, weights = flat[keep], face[keep], weights[keep]
+    uv = (torch.as_tensor(corner_uv, dtype=torch.float32, device=device)[face] * weights[:, :, None]).sum(1)
+    known = torch.zeros(size * size, dtype=torch.bool, device=device)
+    known[flat] = True
+    maps = {}
+    for name, image in painted["images"].items():
+        values = _sample_image(image, uv, device)
+        canvas = torch.zeros(values.shape[1], size * size, device=device)
+        canvas[:, flat] = values.T
+        canvas = push_pull(canvas.view(-1, size, size), known.view(size, size))
+        array = (canvas.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        maps[name] = array.transpose(1, 2, 0) if array.shape[0] == 3 else array[0]
+    return maps
+
+
+def painted_result(job, shape, painted, size):
+    """Our five maps for `shape`: the built-in bake, with each painted map (albedo; metallic and roughness
+    when the painter made them) replacing the bake's own estimate."""
+    view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
+    baked = bake_textures(job, shape.vertices, shape.faces, view, size)
+    job.progress("texture", 0.9, "placing the painted maps")
+    maps = dict(baked["maps"])
+    maps.update(transfer(baked, painted, size, job.device))
+    return base.TextureResult(baked["vertices"], baked["faces"], baked["uvs"], maps, baked["normals"])

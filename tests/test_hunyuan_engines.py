@@ -1,0 +1,356 @@
+"""The Hunyuan engine adapters on a machine without the Hunyuan packages, weights or a GPU (as CI is):
+unavailability and its messages, and, against test doubles of the libraries (tests/hunyuan_fakes.py),
+how every request field reaches the library, the folder the library runs in, out-of-memory and cancel
+handling, carrying painted PBR maps, background removal, and whole jobs in the mixed mode."""
+
+import json
+import os
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from backend_local.engines import base, registry
+from backend_local.engines.hunyuan2 import PAINT_MODEL, Hunyuan2Engine, Hunyuan2MiniEngine
+from backend_local.engines.hunyuan21 import DINO_MODEL, PAINT_MODEL as PAINT21, SHAPE_MODEL as SHAPE21
+from backend_local.engines.hunyuan21 import Hunyuan21Engine
+from shared.errors import CANCELLED, ENGINE_UNAVAILABLE, OUT_OF_MEMORY, Gen3DError
+from shared.request import parse_request
+from tests import hunyuan_fakes as fakes
+from tests.conftest import data, run_cli
+
+HUNYUAN_ENGINES = {
+    "hunyuan3d-2.1": "backend_local.engines.hunyuan21:Hunyuan21Engine",
+    "hunyuan3d-2": "backend_local.engines.hunyuan2:Hunyuan2Engine",
+    "hunyuan3d-2mini": "backend_local.engines.hunyuan2:Hunyuan2MiniEngine",
+}
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No weights anywhere: every lookup folder points into an empty temporary tree."""
+    for key in ("GEN3D_WEIGHTS_DIR", "HY3DGEN_MODELS", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME",
+                "GEN3D_HUNYUAN21_REPO", "U2NET_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HY3DGEN_MODELS", str(tmp_path / "hy3dgen"))
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    return tmp_path
+
+
+def framed_image(size=256):
+    image = np.zeros((size, size, 4), np.uint8)
+    image[48:208, 80:176] = (180, 90, 40, 255)
+    return image
+
+
+def make_job(request_fields=None, work_dir=None, cancel=None):
+    fields = {"image_path": "unused.png", "face_count": 2000, "texture_size": 256}
+    fields.update(request_fields or {})
+    events = []
+    job = base.JobContext(parse_request(fields), framed_image(), torch.device("cpu"), work_dir or tempfile.mkdtemp(),
+                          lambda stage, fraction, message: events.append((stage, fraction, message)), cancel)
+    return job, events
+
+
+# -- without packages or weights
+
+
+def test_modules_import_without_importing_the_libraries():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = ("import sys, backend_local.engines.hunyuan2, backend_local.engines.hunyuan21; "
+             "print([m for m in ('hy3dgen', 'hy3dshape', 'diffusers', 'transformers', 'pymeshlab') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    for engine in (Hunyuan21Engine(), Hunyuan2Engine(), Hunyuan2MiniEngine()):
+        assert engine.capabilities and engine.vram_gb[base.SHAPE] > 0
+    assert Hunyuan21Engine.vram_gb == {"shape": 10.0, "texture": 21.0}
+    assert Hunyuan2Engine.vram_gb == {"shape": 6.0, "texture": 16.0}
+    assert Hunyuan2MiniEngine.vram_gb == {"shape": 5.0} and Hunyuan2MiniEngine.capabilities == {"shape"}
+
+
+def test_missing_weights_name_the_files_and_every_folder_searched(isolated):
+    weights = isolated / "weights"
+    status = Hunyuan2Engine({"weights_dir": str(weights)}).availability()
+    assert not status.available
+    assert "hunyuan3d-dit-v2-0/config.yaml, hunyuan3d-dit-v2-0/model.fp16.safetensors" in status.reason
+    for folder in (weights / "tencent" / "Hunyuan3D-2", isolated / "hy3dgen" / "tencent" / "Hunyuan3D-2",
+                   isolated / "hf" / "hub" / "models--tencent--Hunyuan3D-2"):
+        assert str(folder) in status.reason
+    assert status.details["texture"]["available"] is False
+
+
+def test_missing_packages_are_named(isolated, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hy3dgen", None)
+    monkeypatch.setitem(sys.modules, "pymeshlab", None)
+    reason = Hunyuan2MiniEngine().availability().reason
+    assert "missing Python packages: hy3dgen" in reason and "pymeshlab" in reason and "gen3d[hunyuan]" in reason
+
+
+def test_21_names_its_repository_setting(isolated, tmp_path):
+    assert "GEN3D_HUNYUAN21_REPO" in Hunyuan21Engine().availability().reason
+    not_a_checkout = tmp_path / "somewhere"
+    not_a_checkout.mkdir()
+    reason = Hunyuan21Engine({"repo": str(not_a_checkout)}).availability().reason
+    assert "is not a Hunyuan3D-2.1 checkout" in reason and "hy3dshape" in reason
+
+
+def test_registry_refuses_an_unavailable_engine_with_the_reason(isolated, monkeypatch):
+    for name, path in HUNYUAN_ENGINES.items():
+        monkeypatch.setitem(registry.ENGINES, name, path)
+    with pytest.raises(Gen3DError) as caught:
+        registry.EngineRegistry({"hunyuan3d-2mini": {"weights_dir": str(isolated / "w")}}).get("hunyuan3d-2mini")
+    assert caught.value.code == ENGINE_UNAVAILABLE and not caught.value.retryable
+    assert "hunyuan3d-dit-v2-mini" in caught.value.message and str(isolated / "w") in caught.value.message
+    with pytest.raises(Gen3DError) as caught:
+        registry.EngineRegistry().get("hunyuan3d-2mini", base.TEXTURE)
+    assert "cannot do the texture stage" in caught.value.message
+
+
+def test_engines_json_lists_every_hunyuan_engine_and_why_not(isolated, monkeypatch):
+    monkeypatch.setenv("GEN3D_WEIGHTS_DIR", str(isolated / "weights"))
+    result = run_cli("engines", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["builtin"]["available"] is True
+    for name, capabilities in (("hunyuan3d-2.1", ["shape", "texture"]), ("hunyuan3d-2", ["shape", "texture"]),
+                               ("hunyuan3d-2mini", ["shape"])):
+        assert rows[name]["capabilities"] == capabilities and rows[name]["available"] is False
+        assert rows[name]["vram_gb"]["shape"] > 0 and rows[name]["reason"]
+    assert "GEN3D_HUNYUAN21_REPO" in rows["hunyuan3d-2.1"]["reason"]
+    assert str(isolated / "weights") in rows["hunyuan3d-2"]["reason"]
+
+
+# -- against the library doubles
+
+
+@pytest.fixture
+def hy3dgen(monkeypatch, isolated):
+    library = fakes.install_library(monkeypatch, "hy3dgen")
+    weights = fakes.make_weights(str(isolated / "weights"), Hunyuan2Engine.shape_model, Hunyuan2MiniEngine.shape_model,
+                                 PAINT_MODEL)
+    return library, {"weights_dir": weights}
+
+
+def test_shape_maps_every_request_field(hy3dgen):
+    library, settings = hy3dgen
+    engine = Hunyuan2Engine(dict(settings, num_chunks=12345))
+    job, events = make_job({"seed": 4242, "num_inference_steps": 7, "guidance_scale": 3.5, "octree_resolution": 320,
+                            "face_count": 1500})
+    shape = engine.generate_shape(job)
+
+    loaded = library.named("from_pretrained")[0]
+    assert loaded["model_path"] == os.path.join(settings["weights_dir"], "tencent", "Hunyuan3D-2")
+    assert loaded["subfolder"] == "hunyuan3d-dit-v2-0" and loaded["use_safetensors"] and loaded["variant"] == "fp16"
+    assert loaded["device"] == "cpu" and loaded["dtype"] == torch.float32     # fp16 only on CUDA
+    call = library.named("pipeline")[0]
+    assert isinstance(call["generator"], torch.Generator) and call["generator"].initial_seed() == 4242
+    assert call["num_inference_steps"] == 7 and call["guidance_scale"] == 3.5
+    assert call["octree_resolution"] == 320 and call["num_chunks"] == 12345
+    assert call["image"].mode == "RGBA" and call["image"].size == (256, 256)
+    assert library.named("face_reducer")[0]["max_facenum"] == 1500
+    assert library.named("floater_remover") and library.named("degenerate_remover")
+
+    mesh = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
+    assert mesh.is_watertight and len(shape.faces) <= 1500 and shape.view is None
+    low, high = shape.vertices.min(0), shape.vertices.max(0)
+    assert np.allclose((low + high) / 2, 0, atol=1e-6) and np.isclose((high - low).max(), 2.0)
+    steps = [message for stage, _fraction, message in events if "denoising step" in message]
+    assert len(steps) == 7 and steps[-1] == "denoising step 7 of 7"
+
+
+def test_library_runs_in_a_private_folder_inside_the_job(hy3dgen):
+    library, settings = hy3dgen
+    work = tempfile.mkdtemp()
+    before = os.getcwd()
+    Hunyuan2MiniEngine(settings).generate_shape(make_job(work_dir=work)[0])
+    call = library.named("pipeline")[0]
+    assert os.path.dirname(call["cwd"]) == work and call["tempdir"] == call["cwd"]
+    assert os.getcwd() == before and os.listdir(work) == []     # its scratch file went with the folder
+
+
+def test_models_stay_loaded_between_jobs_and_unload(hy3dgen):
+    library, settings = hy3dgen
+    engine = Hunyuan2MiniEngine(settings)
+    engine.generate_shape(make_job()[0])
+    engine.generate_shape(make_job({"seed": 2})[0])
+    assert len(library.named("from_pretrained")) == 1 and engine.loaded_stages() == {"shape"}
+    engine.unload("shape")
+    assert engine.loaded_stages() == set()
+    engine.generate_shape(make_job()[0])
+    assert len(library.named("from_pretrained")) == 2
+
+
+def test_out_of_memory_becomes_out_of_memory_and_the_engine_keeps_working(hy3dgen):
+    library, settings = hy3dgen
+    engine = Hunyuan2Engine(settings)
+    library.shape_error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    before = os.getcwd()
+    with pytest.raises(Gen3DError) as caught:
+        engine.generate_shape(make_job()[0])
+    assert caught.value.code == OUT_OF_MEMORY and caught.value.retryable and caught.value.stage == "shape"
+    assert "hunyuan3d-2/shape" in caught.value.message and "octree_resolution" in caught.value.message
+    assert os.getcwd() == before
+    assert engine.generate_shape(make_job()[0]).faces.size     # the next job runs with the model still loaded
+    assert len(library.named("from_pretrained")) == 1
+
+
+def test_cancel_stops_the_library_loop(hy3dgen):
+    library, settings = hy3dgen
+    cancel = threading.Event()
+
+    def report(stage, fraction, message):
+        if message == "denoising step 2 of 5":       # the user presses Cancel during the second step
+            cancel.set()
+
+    job = base.JobContext(parse_request({"image_path": "x.png", "num_inference_steps": 5}), framed_image(),
+                          torch.device("cpu"), tempfile.mkdtemp(), report, cancel)
+    with pytest.raises(Gen3DError) as caught:
+        Hunyuan2MiniEngine(settings).generate_shape(job)
+    assert caught.value.code == CANCELLED
+    assert not library.named("face_reducer")                     # nothing ran after the cancel
+
+
+def test_open_library_mesh_is_closed_for_any_texturer(hy3dgen):
+    library, settings = hy3dgen
+    library.open_mesh = True
+    shape = Hunyuan2MiniEngine(settings).generate_shape(make_job()[0])
+    assert trimesh.Trimesh(shape.vertices, shape.faces, process=False).is_watertight
+
+
+def test_hy3dgen_texture_paints_albedo_and_derives_the_rest(hy3dgen):
+    library, settings = hy3dgen
+    engine = Hunyuan2Engine(settings)
+    engine.painter_needs_cuda = False      # the painter double runs on the CPU
+    job, _events = make_job({"texture_size": 256})
+    shape = engine.generate_shape(job)
+    result = engine.generate_texture(job, shape)
+
+    assert library.named("paint_from_pretrained")[0]["model_path"] == os.path.join(settings["weights_dir"], "tencent",
+                                                                                  "Hunyuan3D-2")
+    paint = library.named("paint")[0]
+    assert paint["faces"] == len(shape.faces) and paint["image_mode"] == "RGBA"
+    assert paint["texture_size"] == (512, 512)                 # the painter bakes at twice our size
+    assert set(result.maps) == {"albedo", "normal", "roughness", "metallic", "ao"}
+    albedo = result.maps["albedo"].reshape(-1, 3).astype(int)
+    assert albedo[:, 2].min() >= 120 and albedo[:, 2].max() <= 135          # the painter's blue 0.5 everywhere
+    assert albedo[:, 0].std() > 30 and albedo[:, 1].std() > 30               # its UV gradient, resampled
+    for name in ("roughness", "metallic", "ao"):
+        assert result.maps[name].shape == (256, 256) and result.maps[name].dtype == np.uint8
+    assert result.maps["normal"].shape == (256, 256, 3)
+    assert trimesh.Trimesh(result.vertices, result.faces, process=False).faces.shape == shape.faces.shape
+
+
+def test_painter_without_cuda_is_engine_unavailable(hy3dgen, monkeypatch):
+    _library, settings = hy3dgen
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engine = Hunyuan2Engine(settings)
+    assert "CUDA" in engine.availability(base.TEXTURE).reason
+    with pytest.raises(Gen3DError) as caught:
+        engine.generate_texture(make_job()[0], None)
+    assert caught.value.code == ENGINE_UNAVAILABLE and caught.value.stage == "texture"
+
+
+def test_background_removal_uses_the_library_remover_only_offline(hy3dgen, isolated):
+    library, settings = hy3dgen
+    engine = Hunyuan2Engine(settings)
+    rgb = np.full((32, 48, 3), 200, np.uint8)
+    assert engine.cut_out(rgb) is None and not library.named("remover_init")     # no model file: no download
+    os.makedirs(str(isolated / "u2net"))
+    (isolated / "u2net" / "u2net.onnx").write_bytes(b"model")
+    alpha = engine.cut_out(rgb)
+    assert alpha.shape == (32, 48) and (alpha == 77).all()
+    assert library.named("remover")[0] == {"mode": "RGB", "size": (48, 32)}
+
+
+# -- hunyuan3d-2.1 against its doubles
+
+
+@pytest.fixture
+def hy21(monkeypatch, isolated):
+    library = fakes.install_library(monkeypatch, "hy3dshape")
+    repo = fakes.make_repo21(str(isolated / "Hunyuan3D-2.1"))
+    weights = fakes.make_weights(str(isolated / "weights"), SHAPE21, PAINT21, DINO_MODEL)
+    return library, {"weights_dir": weights, "repo": repo}
+
+
+def test_21_shape_loads_the_ckpt_and_runs_with_the_repo_on_the_path(hy21):
+    import sys
+
+    library, settings = hy21
+    engine = Hunyuan21Engine(settings)
+    assert engine.availability(base.SHAPE).available
+    shape = engine.generate_shape(make_job({"seed": 9, "num_inference_steps": 3})[0])
+    loaded = library.named("from_pretrained")[0]
+    assert loaded["subfolder"] == "hunyuan3d-dit-v2-1" and loaded["use_safetensors"] is False
+    assert library.named("pipeline")[0]["generator"].initial_seed() == 9
+    assert trimesh.Trimesh(shape.vertices, shape.faces, process=False).is_watertight
+    assert os.path.join(settings["repo"], "hy3dshape") not in sys.path     # only while the library runs
+
+
+def test_21_texture_carries_metallic_and_roughness(hy21, monkeypatch):
+    library, settings = hy21
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)    # the painter double needs no GPU
+    engine = Hunyuan21Engine(dict(settings, paint_views=8, paint_resolution=768))
+    engine.painter_needs_cuda = False
+    assert engine.availability(base.TEXTURE).available, engine.availability(base.TEXTURE).reason
+    work = tempfile.mkdtemp()
+    job, _events = make_job({"texture_size": 256}, work_dir=work)
+    result = engine.generate_texture(job, engine.generate_shape(job))
+
+    config = library.named("paint21_init")[0]["config"]
+    repo = settings["repo"]
+    assert config["max_selected_view_num"] == 8 and config["resolution"] == 768
+    assert config["multiview_cfg_path"] == os.path.join(repo, "hy3dpaint", "cfgs", "hunyuan-paint-pbr.yaml")
+    assert config["custom_pipeline"] == os.path.join(repo, "hy3dpaint", "hunyuanpaintpbr")
+    assert config["realesrgan_ckpt_path"] == os.path.join(repo, "hy3dpaint", "ckpt", "RealESRGAN_x4plus.pth")
+    assert config["dino_ckpt_path"] == os.path.join(settings["weights_dir"], "facebook", "dinov2-giant")
+    assert library.named("torchvision_fix")
+    call = library.named("paint21")[0]
+    assert call["use_remesh"] is False and call["save_glb"] is False and call["image_mode"] == "RGBA"
+    assert call["texture_size"] == 512 and os.path.dirname(os.path.dirname(call["mesh_path"])) == work
+    assert os.listdir(work) == []
+
+    assert (np.abs(result.maps["albedo"].astype(int) - fakes.ALBEDO_21) <= 3).all()
+    assert (np.abs(result.maps["metallic"].astype(int) - fakes.METALLIC_21) <= 3).all()
+    assert (np.abs(result.maps["roughness"].astype(int) - fakes.ROUGHNESS_21) <= 3).all()
+    assert result.maps["ao"].shape == (256, 256) and result.maps["normal"].shape == (256, 256, 3)
+
+
+def test_21_painter_lists_everything_it_lacks(isolated):
+    reason = Hunyuan21Engine({"repo": fakes.make_repo21(str(isolated / "repo"))}).availability(base.TEXTURE).reason
+    assert "hunyuan3d-paintpbr-v2-1/model_index.json" in reason and "dinov2-giant" in reason
+
+
+# -- whole jobs
+
+
+def test_mixed_mode_job_hunyuan_shape_builtin_texture(hy3dgen, monkeypatch, tmp_path):
+    from backend_local.pipeline import Pipeline
+
+    _library, settings = hy3dgen
+    for name, path in HUNYUAN_ENGINES.items():
+        monkeypatch.setitem(registry.ENGINES, name, path)
+    pipeline = Pipeline("cpu", settings={"hunyuan3d-2mini": settings})
+    request = parse_request({"image_path": data("mug", "input.png"), "engine": "hunyuan3d-2mini",
+                             "face_count": 3000, "texture_size": 256})
+    assert request.effective_texture_engine == "builtin"
+    out = str(tmp_path / "job")
+    manifest = pipeline.run(request, out)
+    assert manifest["engine"] == {"shape": "hunyuan3d-2mini", "texture": "builtin"}
+    assert manifest["mesh"]["faces"] <= 3000
+    assert sorted(os.listdir(out)) == ["albedo.png", "ao.png", "input.png", "mesh.glb", "meta.json", "metallic.png",
+                                       "normal.png", "roughness.png"]
+    with Image.open(os.path.join(out, "metallic.png")) as metallic:
+        assert metallic.size == (256, 256)
