@@ -28,6 +28,16 @@ def _interpolate(values, faces, face_index, weights):
     return (corners * weights[:, :, None]).sum(dim=1)
 
 
+def _accumulate(faces, per_face, count):
+    """Sum per-face vectors onto their corners' vertices. Done with bincount on the CPU: CUDA's
+    index_add_ on floats adds in a varying order, which would make the maps differ run to run."""
+    index = faces.reshape(-1).cpu().numpy()
+    values = per_face.detach().cpu().numpy().astype(np.float64)
+    values = np.repeat(values, 3, axis=0)
+    summed = np.stack([np.bincount(index, weights=values[:, k], minlength=count) for k in range(3)], axis=1)
+    return torch.as_tensor(summed, dtype=per_face.dtype, device=per_face.device)
+
+
 def vertex_tangents(positions, uvs, faces, normals):
     """Per-vertex tangent (along +u) and bitangent (along image-up, -v in glTF UVs), orthonormal to the
     normal: the OpenGL (+Y up) convention that glTF and Blender's Normal Map node use."""
@@ -40,11 +50,8 @@ def vertex_tangents(positions, uvs, faces, normals):
     det = torch.where(det.abs() < 1e-20, torch.full_like(det, 1e-20), det)
     tangent_f = (e1 * dv2[:, None] - e2 * dv1[:, None]) / det[:, None]
     bitangent_f = (e2 * du1[:, None] - e1 * du2[:, None]) / det[:, None]
-    tangent = torch.zeros_like(positions)
-    bitangent = torch.zeros_like(positions)
-    for corner in range(3):
-        tangent.index_add_(0, faces[:, corner], tangent_f)
-        bitangent.index_add_(0, faces[:, corner], bitangent_f)
+    tangent = _accumulate(faces, tangent_f, len(positions))
+    bitangent = _accumulate(faces, bitangent_f, len(positions))
     tangent = F.normalize(tangent - normals * (tangent * normals).sum(1, keepdim=True), dim=1)
     handed = torch.sign((torch.cross(normals, tangent, dim=1) * bitangent).sum(1, keepdim=True))
     handed = torch.where(handed == 0, torch.ones_like(handed), handed)

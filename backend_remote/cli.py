@@ -1,0 +1,58 @@
+"""Command line: `python -m backend_remote serve ...` (the self-hosted server).
+
+The RunPod worker has its own entry point, `python -m backend_remote.handler`, because RunPod's SDK
+reads its own options from the command line.
+"""
+
+import argparse
+import sys
+
+from shared.errors import Gen3DError
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m backend_remote", description="Gen3D remote backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="self-hosted RunPod-compatible server")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; put HTTPS in front before exposing it)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key-file", required=True, metavar="FILE", help="API keys, one per line")
+    serve.add_argument("--storage", default=None, metavar="DIR|s3://bucket/prefix",
+                       help="where results go (default DATA_DIR/results; s3:// reads endpoint and keys from the "
+                            "environment, see backend_remote/DEPLOY.md)")
+    serve.add_argument("--data-dir", default="~/.gen3d/server", metavar="DIR",
+                       help="job database, work folder and URL-signing key (default ~/.gen3d/server)")
+    serve.add_argument("--device", default="auto",
+                       help="device(s) to run jobs on, one job at a time each: auto, cpu, cuda, or cuda:0,cuda:1")
+    serve.add_argument("--retention-hours", type=float, default=24.0, help="keep results this long (default 24)")
+    serve.add_argument("--url-expiry", type=int, default=3600, metavar="SECONDS",
+                       help="lifetime of download URLs handed out by /status (default 3600)")
+    serve.add_argument("--public-url", default=None,
+                       help="base URL clients reach this server at, when behind a proxy (default: as requested)")
+    serve.add_argument("--job-timeout", type=int, default=3600, metavar="SECONDS",
+                       help="a running job is stopped as TIMED_OUT after this long (default 3600)")
+    serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    return parser
+
+
+def cmd_serve(args):
+    import uvicorn
+
+    from .server import build_state, create_app
+
+    try:
+        state = build_state(args.api_key_file, args.data_dir, args.storage,
+                            devices=[d.strip() for d in args.device.split(",") if d.strip()],
+                            retention_s=args.retention_hours * 3600, url_expiry_s=args.url_expiry,
+                            public_url=args.public_url, job_timeout_s=args.job_timeout)
+    except (Gen3DError, ValueError) as exc:
+        print("error: %s" % (exc.message if isinstance(exc, Gen3DError) else exc), file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return cmd_serve(args)

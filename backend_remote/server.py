@@ -1,0 +1,220 @@
+"""The self-hosted RunPod-compatible server (FastAPI), `python -m backend_remote serve`.
+
+  POST /run {"input": request}        -> {"id", "status": "IN_QUEUE"}   (invalid input: "FAILED" + error)
+  POST /runsync?wait=<ms>             -> as /status once the job ends, or after `wait` (default 90 s)
+  GET  /status/{id}                   -> {"id", "status", "delayTime", "executionTime", "output"?, "error"?}
+  POST /cancel/{id}                   -> {"id", "status"}
+  GET  /health                        -> {"jobs": {...counts}, "workers": {"idle", "running"}}
+  GET  /files/{id}/{name}?expires&sig -> a result file (disk storage; the signature replaces the API key)
+
+Every route but /files needs `Authorization: Bearer <key>`. A COMPLETED job's output is its manifest
+with a fresh URL per file and `meta_url`, signed anew on each /status so they stay valid for the
+configured time after the last look.
+"""
+
+import json
+import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+
+from shared.errors import IMAGE_TOO_LARGE, INVALID_INPUT, UNAUTHORIZED, Gen3DError
+from shared.progress import progress_event
+from shared.request import MAX_IMAGE_BYTES
+from shared.version import __version__
+
+from . import job_store
+from .retention import Janitor
+from .scheduler import Scheduler
+from .storage import content_type
+
+# A 64 MB image is ~86 MB of base64; leave room for the other fields.
+MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024
+DEFAULT_RUNSYNC_WAIT_S = 90.0
+MAX_RUNSYNC_WAIT_S = 300.0
+
+
+@dataclass
+class ServerState:
+    api_keys: object
+    store: job_store.JobStore
+    storage: object
+    scheduler: Scheduler
+    janitor: Janitor
+    public_url: str = None
+
+
+class ApiError(Exception):
+    def __init__(self, status_code, error, headers=None):
+        super().__init__(error.message)
+        self.status_code = status_code
+        self.error = error
+        self.headers = headers
+
+
+def _api_error(status_code, code, message, headers=None):
+    return ApiError(status_code, Gen3DError(code, message, retryable=False), headers)
+
+
+def create_app(state):
+    @asynccontextmanager
+    async def lifespan(_app):
+        state.scheduler.start()
+        state.janitor.start()
+        try:
+            yield
+        finally:
+            state.janitor.stop()
+            await run_in_threadpool(state.scheduler.stop)
+            state.store.close()
+
+    app = FastAPI(title="Gen3D remote", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error_response(_request, exc):
+        return JSONResponse(exc.error.to_dict(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameter(_request, exc):
+        problems = "; ".join("%s: %s" % (".".join(str(part) for part in error.get("loc", ())), error.get("msg"))
+                             for error in exc.errors())
+        return JSONResponse(Gen3DError(INVALID_INPUT, "Bad request parameter (%s)." % problems,
+                                       retryable=False).to_dict(), status_code=400)
+
+    def authorize(request):
+        if not state.api_keys.authorized(request.headers.get("authorization")):
+            raise _api_error(401, UNAUTHORIZED, "Missing or wrong API key. Send 'Authorization: Bearer <key>' with a "
+                             "key from the server's API key file.", headers={"WWW-Authenticate": "Bearer"})
+
+    def base_url(request):
+        return (state.public_url or str(request.base_url)).rstrip("/")
+
+    def known_job(job_id):
+        job = state.store.get(job_id)
+        if job is None:
+            raise _api_error(404, INVALID_INPUT, "No job %r on this server (it may have expired and been cleaned "
+                             "up)." % job_id)
+        return job
+
+    def render(job, request):
+        now = state.store.clock()
+        body = {"id": job.id, "status": job.status, "delayTime": job.delay_ms(now),
+                "executionTime": job.execution_ms(now)}
+        if job.status == job_store.IN_PROGRESS:
+            body["output"] = job.progress or progress_event(job.id, "preprocess", 0.0, "starting")
+        elif job.status == job_store.COMPLETED:
+            body["output"] = state.storage.with_urls(job.id, job.output, base_url(request))
+        elif job.error is not None:
+            body["error"] = job.error
+        return body
+
+    async def read_input(request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _too_large()
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise _too_large()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise _api_error(400, INVALID_INPUT, "The request body is not valid JSON.")
+        if not isinstance(payload, dict) or not isinstance(payload.get("input"), dict):
+            raise _api_error(400, INVALID_INPUT, "The request body must be {\"input\": {...Gen3D request...}}.")
+        return payload["input"]
+
+    async def submit(request):
+        authorize(request)
+        job_input = await read_input(request)
+        return await run_in_threadpool(state.scheduler.submit, job_input)
+
+    @app.post("/run")
+    async def run(request: Request):
+        job = known_job(await submit(request))
+        body = {"id": job.id, "status": job.status}
+        if job.error is not None:
+            body["error"] = job.error
+        return body
+
+    @app.post("/runsync")
+    async def runsync(request: Request, wait: int = None):
+        job_id = await submit(request)
+        timeout = DEFAULT_RUNSYNC_WAIT_S if wait is None else min(max(wait / 1000.0, 0.0), MAX_RUNSYNC_WAIT_S)
+        job = await run_in_threadpool(state.scheduler.wait, job_id, timeout)
+        return render(job, request)
+
+    @app.get("/status/{job_id}")
+    def status(job_id: str, request: Request):
+        authorize(request)
+        return render(known_job(job_id), request)
+
+    @app.post("/cancel/{job_id}")
+    def cancel(job_id: str, request: Request):
+        authorize(request)
+        known_job(job_id)
+        job = state.scheduler.cancel(job_id)
+        return {"id": job.id, "status": job.status}
+
+    @app.get("/health")
+    def health(request: Request):
+        authorize(request)
+        counts = state.store.counts()
+        return {"jobs": {"completed": counts.get(job_store.COMPLETED, 0), "failed": counts.get(job_store.FAILED, 0)
+                         + counts.get(job_store.TIMED_OUT, 0), "cancelled": counts.get(job_store.CANCELLED, 0),
+                         "inProgress": counts.get(job_store.IN_PROGRESS, 0),
+                         "inQueue": counts.get(job_store.IN_QUEUE, 0), "retried": 0},
+                "workers": state.scheduler.workers(), "storage": state.storage.kind, "version": __version__}
+
+    @app.get("/files/{job_id}/{name}")
+    def files(job_id: str, name: str, expires: str = "", sig: str = ""):
+        signed_file = getattr(state.storage, "signed_file", None)
+        path = signed_file(job_id, name, expires, sig) if signed_file else None
+        if path is None:
+            raise _api_error(403, UNAUTHORIZED, "This download link is invalid or has expired. Ask /status/%s for a "
+                             "fresh one." % job_id)
+        return FileResponse(path, media_type=content_type(name), headers={"Cache-Control": "private, max-age=60"})
+
+    return app
+
+
+def _too_large():
+    return ApiError(413, Gen3DError(IMAGE_TOO_LARGE, "The request is larger than %d MB. Send a smaller image (at most "
+                                    "64 megapixels)." % (MAX_BODY_BYTES // 2 ** 20), stage="queued", retryable=False))
+
+
+def build_state(api_key_file, data_dir, storage_spec=None, devices=("auto",), retention_s=24 * 3600,
+                url_expiry_s=3600, public_url=None, job_timeout_s=3600):
+    """Everything the server needs, loaded before it starts listening (so a bad key file, storage
+    setting or device stops it at once instead of failing every job)."""
+    from backend_local.fetch import ALLOW_ENV
+    from backend_local.pipeline import Pipeline
+
+    from .auth import load_api_keys
+    from .storage import open_storage
+
+    if os.environ.get(ALLOW_ENV):
+        print("[gen3d] warning: %s is set, so image_url may reach private and local addresses; unset it on a "
+              "server that others can use" % ALLOW_ENV, flush=True)
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    os.makedirs(data_dir, exist_ok=True)
+    api_keys = load_api_keys(api_key_file)
+    storage = open_storage(storage_spec, data_dir, url_expiry_s)
+    try:
+        storage.check()
+    except Gen3DError as exc:       # storage may come back; jobs will report STORAGE until it does
+        print("[gen3d] warning: %s" % exc.message, flush=True)
+    pipelines = {}
+    for name in devices:
+        pipeline = Pipeline(name)
+        pipelines.setdefault(str(pipeline.device), pipeline)
+    store = job_store.JobStore(os.path.join(data_dir, "jobs.sqlite3"))
+    scheduler = Scheduler(store, storage, os.path.join(data_dir, "work"), pipelines, job_timeout_s)
+    janitor = Janitor(store, storage, retention_s)
+    return ServerState(api_keys, store, storage, scheduler, janitor, public_url)
