@@ -5,6 +5,9 @@ roughness and metalness into one ORM image (R=AO, G=roughness, B=metallic) that 
 occlusionTexture and metallicRoughnessTexture reference, as glTF intends.
 """
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pygltflib as gl
@@ -21,6 +24,14 @@ def encode_png(array):
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return data.tobytes()
+
+
+def encode_pngs(images):
+    """Encode several images at once: OpenCV releases the GIL while compressing, so threads run in
+    parallel. {name: array} -> {name: PNG bytes}."""
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1, 8)) as pool:
+        futures = {name: pool.submit(encode_png, array) for name, array in images.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def orm_image(ao, roughness, metallic):

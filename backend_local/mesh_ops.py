@@ -2,7 +2,9 @@
 
 import fast_simplification
 import numpy as np
+import scipy.sparse as sp
 import trimesh
+from scipy.sparse.csgraph import connected_components
 
 from shared.errors import INTERNAL, Gen3DError
 
@@ -20,10 +22,16 @@ def normalize(vertices):
 def drop_small_components(vertices, faces, min_volume_fraction=0.01):
     """Remove closed pieces far smaller than the main body (bubbles and floaters that a level-set
     surface can grow); they waste faces and collapse into holes under decimation."""
+    faces = np.asarray(faces, dtype=np.int64)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2)
+    labels = connected_components(graph, directed=False)[1]
+    if len(np.unique(labels[faces[:, 0]])) <= 1:
+        return np.asarray(vertices, dtype=np.float64), faces       # one piece: the common case, kept cheap
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     parts = mesh.split(only_watertight=False)
     if len(parts) <= 1:
-        return np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+        return np.asarray(vertices, dtype=np.float64), faces
     volumes = np.array([abs(part.volume) for part in parts])
     kept = [part for part, volume in zip(parts, volumes) if volume >= min_volume_fraction * volumes.max()]
     merged = trimesh.util.concatenate(kept)

@@ -164,12 +164,13 @@ class Pipeline:
         report("export", 0.0, "writing files")
         name = "gen3d_%s" % job_id
         if textured is not None:
-            maps = textured.maps
-            encoded = {key: export.encode_png(maps[key]) for key in maps}
+            maps = dict(textured.maps)
+            maps["orm"] = export.orm_image(maps["ao"], maps["roughness"], maps["metallic"])
+            encoded = export.encode_pngs(maps)
+            orm = encoded.pop("orm")
             for key, data in encoded.items():
                 with open(os.path.join(staging, map_file(key)), "wb") as handle:
                     handle.write(data)
-            orm = export.encode_png(export.orm_image(maps["ao"], maps["roughness"], maps["metallic"]))
             normals = textured.normals if textured.normals is not None else \
                 smooth_vertex_normals(textured.vertices, textured.faces)
             export.write_glb(os.path.join(staging, MESH_FILE), textured.vertices, textured.faces, normals,

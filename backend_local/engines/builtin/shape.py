@@ -82,6 +82,7 @@ class ShapeField:
     values: torch.Tensor | None = None  # cached 3D grid (nx, ny, nz)
     grid_origin: tuple | None = None  # pixel-frame (x, y, z) of values[0, 0, 0]
     grid_step: float | None = None  # pixel size of one grid step
+    gradient: torch.Tensor | None = None  # cached (1, 3, z, y, x) central differences of `values`
 
     @property
     def device(self):
@@ -649,6 +650,7 @@ def extract_mesh(fld: ShapeField, resolution: int):
 
     if fld.values is None or fld.values.shape[0] == 0 or fld.info.get("grid_resolution") != resolution:
         fld.values, fld.grid_origin, fld.grid_step = sample_grid(fld, resolution)
+        fld.gradient = None
         fld.info["grid_resolution"] = resolution
     vol = fld.values.detach().to("cpu", torch.float32).numpy()
     # Keep vertices off the grid nodes: a node at ~0 makes several edges put (almost) coincident
@@ -662,16 +664,35 @@ def extract_mesh(fld: ShapeField, resolution: int):
     return verts, faces.astype(np.int64)
 
 
+def _grid_gradient(fld: ShapeField, pts):
+    """Field gradient at points, trilinearly interpolated from central differences of the sampled grid
+    (computed once per field): ~20x cheaper than exact evaluation, and as smooth at the grid's scale."""
+    if fld.gradient is None:
+        grads = torch.gradient(fld.values.to(torch.float32), spacing=fld.grid_step)
+        fld.gradient = torch.stack(grads, 0).permute(0, 3, 2, 1).contiguous()[None]
+    volume = fld.gradient
+    sizes = torch.tensor([volume.shape[4], volume.shape[3], volume.shape[2]], device=pts.device, dtype=torch.float32)
+    origin = torch.tensor(fld.grid_origin, device=pts.device, dtype=torch.float32)
+    coords = (pts - origin) / (fld.grid_step * (sizes - 1)) * 2 - 1
+    sampled = F.grid_sample(volume.to(pts.device), coords.view(1, 1, 1, -1, 3), mode="bilinear",
+                            padding_mode="border", align_corners=True)
+    return sampled.view(3, -1).T
+
+
 def field_normals(fld: ShapeField, points_xyz):
-    """Smooth outward unit normals at pixel-frame points (N, 3): the normalised gradient of the field
-    by central differences half a map cell wide. Returns the input's type (numpy float64, or a torch
-    tensor of the input's dtype and device)."""
+    """Smooth outward unit normals at pixel-frame points (N, 3): the normalised gradient of the field,
+    from the mesh-extraction grid when it has been sampled, else by exact central differences half a
+    map cell wide. Returns the input's type (numpy float64, or a torch tensor of the input's dtype and
+    device)."""
     pts = torch.as_tensor(np.asarray(points_xyz) if isinstance(points_xyz, np.ndarray) else points_xyz)
     out_dtype, out_device = pts.dtype if pts.is_floating_point() else torch.float32, pts.device
     pts = pts.to(fld.device, torch.float32)
-    eps = 0.5 * fld.cell
-    offsets = torch.eye(3, device=pts.device) * eps
-    g = torch.stack([evaluate(fld, pts + o) - evaluate(fld, pts - o) for o in offsets], -1)
+    if fld.values is not None and fld.values.numel():
+        g = _grid_gradient(fld, pts)
+    else:
+        eps = 0.5 * fld.cell
+        offsets = torch.eye(3, device=pts.device) * eps
+        g = torch.stack([evaluate(fld, pts + o) - evaluate(fld, pts - o) for o in offsets], -1)
     n = g / g.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     if isinstance(points_xyz, np.ndarray):
         return n.cpu().numpy().astype(np.float64)
