@@ -19,13 +19,14 @@ fi
 echo "installing gen3d[$EXTRAS]" >&2
 .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
 
-if [[ ",$EXTRAS," == *",blender,"* ]] && ! command -v blender >/dev/null 2>&1; then
+if [[ ",$EXTRAS," == *",blender,"* ]] && { ! command -v blender >/dev/null 2>&1 || ! dpkg -s python3-numpy >/dev/null 2>&1; }; then
   # Blender tests also run the real `blender -b` binary (Debian's package).
   if [ "$(id -u)" = "0" ]; then
     echo "installing Debian's blender package" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender >/dev/null
+    # python3-numpy: Blender 3.4's glTF importer needs numpy and Debian's blender does not pull it in
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender python3-numpy >/dev/null
   else
-    echo "error: the Blender tests need a 'blender' binary; install it (e.g. sudo apt-get install blender)" >&2
+    echo "error: the Blender tests need a 'blender' binary with numpy; install them (sudo apt-get install blender python3-numpy)" >&2
     exit 1
   fi
 fi

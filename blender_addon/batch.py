@@ -1,0 +1,232 @@
+"""Headless batch: generate and import several images without the UI.
+
+    blender -b [scene.blend] -P blender_addon/batch.py -- IMAGES... --out DIR [--backend local|remote]
+        [--engine E] [--save-blend FILE] [--python PY] [--backend-dir DIR] [--device auto|cpu|cuda] ...
+
+Each image becomes <DIR>/<image name>/ (the job folder) and an object in a grid; DIR/summary.json
+lists what happened to each image. The exit code is 0 when every image was generated and imported,
+1 otherwise (2 for bad arguments). Background Blender has no timer loop, so this script pumps the
+add-on's job queue itself.
+
+The add-on is the installed one when it is enabled in the preferences, else the package this file
+sits in (the source tree's blender_addon/ or an unpacked add-on folder). Jobs on the local backend
+run in the Gen3D environment's Python (--python, $GEN3D_PYTHON or the project's .venv), so
+Blender's own Python never needs torch.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+import traceback
+
+ADDON_NAME = "gen3d"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def script_args():
+    return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="blender -b -P batch.py --",
+                                     description="Generate 3D objects from images and import them.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("--out", required=True, metavar="DIR", help="job folders and summary.json go here")
+    parser.add_argument("--backend", choices=("local", "remote"), default=None,
+                        help="default: the installed add-on's preference, else local")
+    parser.add_argument("--engine", default="builtin")
+    parser.add_argument("--texture-engine", default=None)
+    parser.add_argument("--save-blend", metavar="FILE", help="save the scene with the imported objects here")
+    parser.add_argument("--python", help="local backend: Python of the Gen3D environment (default $GEN3D_PYTHON)")
+    parser.add_argument("--backend-dir", help="local backend: the Gen3D project folder (holding backend_local/)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument("--remote-url", help="remote backend: endpoint URL")
+    parser.add_argument("--api-key", default=None, help="remote backend: API key (default $GEN3D_API_KEY)")
+    parser.add_argument("--face-count", type=int)
+    parser.add_argument("--texture-size", type=int)
+    parser.add_argument("--octree-resolution", type=int)
+    parser.add_argument("--steps", dest="num_inference_steps", type=int)
+    parser.add_argument("--guidance-scale", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-texture", action="store_true")
+    parser.add_argument("--no-remove-background", action="store_true")
+    parser.add_argument("--target-size", type=float, default=None, help="largest side of each object (default 1)")
+    parser.add_argument("--spacing", type=float, default=None, help="grid spacing (default 1.5 x target size)")
+    parser.add_argument("--ao-into-base-color", action="store_true")
+    parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    return parser.parse_args(argv)
+
+
+def load_addon():
+    """(package module, installed?) - the enabled add-on, else the folder this script is in."""
+    import bpy
+    for key in bpy.context.preferences.addons.keys():
+        if key == ADDON_NAME or key.endswith("." + ADDON_NAME):
+            return sys.modules.get(key) or importlib.import_module(key), True
+    here = os.path.dirname(os.path.abspath(__file__))
+    name = ADDON_NAME if ADDON_NAME not in sys.modules else ADDON_NAME + "_batch"
+    spec = importlib.util.spec_from_file_location(name, os.path.join(here, "__init__.py"),
+                                                  submodule_search_locations=[here])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module, False
+
+
+def request_fields(args):
+    fields = {"engine": args.engine}
+    for name in ("texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
+                 "guidance_scale", "seed"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.no_texture:
+        fields["texture"] = False
+    if args.no_remove_background:
+        fields["remove_background"] = False
+    return fields
+
+
+def grid_location(index, count, spacing):
+    columns = max(1, math.ceil(math.sqrt(count)))
+    return (index % columns) * spacing, -(index // columns) * spacing, 0.0
+
+
+class Batch:
+    def __init__(self, args, addon, installed):
+        def sub(name):
+            return importlib.import_module(addon.__name__ + "." + name)
+
+        import bpy
+        self.bpy = bpy
+        self.args = args
+        self.contract, self.jobs, self.importer, self.images = sub("contract"), sub("jobs"), sub("importer"), \
+            sub("images")
+        settings_module, prefs_module = sub("settings"), (sub("prefs") if installed else None)
+        prefs = prefs_module.get_prefs() if installed else None
+        base = prefs_module.backend_settings(prefs) if installed else settings_module.BackendSettings()
+        base_import = prefs_module.import_settings(prefs) if installed else settings_module.ImportSettings()
+        overrides = dict(output_dir=os.path.abspath(args.out), online_access=getattr(bpy.app, "online_access", True))
+        for key, value in (("backend", args.backend.upper() if args.backend else None), ("python", args.python),
+                           ("backend_dir", args.backend_dir), ("device", args.device),
+                           ("remote_url", args.remote_url),
+                           ("api_key", args.api_key or os.environ.get("GEN3D_API_KEY"))):
+            if value is not None:
+                overrides[key] = value
+        self.settings = settings_module.BackendSettings(**dict(base.as_dict(), **overrides)).resolve()
+        target = base_import.target_size if args.target_size is None else args.target_size
+        self.import_options = settings_module.ImportSettings(
+            place_at_cursor=False, target_size=target,
+            ao_into_base_color=args.ao_into_base_color or base_import.ao_into_base_color)
+        self.spacing = args.spacing if args.spacing is not None else 1.5 * (target or 2.0)
+        self.manager = self.jobs.JobManager()
+        self.manager.on_change.append(self._show_progress)
+        self.manager.on_finished.append(self._finished)
+        self.addon = {"module": addon.__name__, "path": os.path.dirname(os.path.abspath(addon.__file__)),
+                      "installed": installed}
+        self.rows = []                    # one per image, in the order given
+        self._row_of_job = {}
+        self._last_line = {}
+
+    def _row(self, image):
+        row = {"image": image, "name": None, "status": "FAILED", "job_dir": None, "object": None, "error": None,
+               "seconds": 0.0}
+        self.rows.append(row)
+        return row
+
+    def submit_all(self):
+        used = set()
+        request = request_fields(self.args)
+        for image in self.args.images:
+            row = self._row(os.path.abspath(image))
+            try:
+                path, name = self.images.file_source(image)
+                folder_name = self.jobs.safe_name(name)
+                candidate, n = folder_name, 2
+                while candidate in used:
+                    candidate, n = "%s-%d" % (folder_name, n), n + 1
+                used.add(candidate)
+                row["name"], row["job_dir"] = name, os.path.join(self.settings.output_dir, candidate)
+                job = self.manager.submit(name, path, request, self.settings, job_dir=row["job_dir"])
+            except self.contract.Gen3DError as exc:
+                row["error"] = exc.to_dict()["error"]
+                print("gen3d batch: %s: %s" % (image, exc.message), file=sys.stderr)
+                continue
+            row["status"] = "QUEUED"
+            self._row_of_job[job.job_id] = row
+
+    def _show_progress(self, job):
+        line = "%s: %s %d%%" % (job.name, job.stage, round(job.progress * 100))
+        if job.active and self._last_line.get(job.job_id) != line.rsplit(" ", 1)[0]:
+            self._last_line[job.job_id] = line.rsplit(" ", 1)[0]
+            print("gen3d batch: " + line, flush=True)
+
+    def _finished(self, job):
+        row = self._row_of_job[job.job_id]
+        row["status"], row["seconds"] = job.status, round(job.seconds, 2)
+        if job.status == self.jobs.FAILED:
+            row["error"] = job.error
+        elif job.status == self.jobs.COMPLETED:
+            index = self.rows.index(row)
+            try:
+                obj = self.importer.import_result(self.bpy.context, job.job_dir, name=job.name,
+                                                  options=self.import_options,
+                                                  location=grid_location(index, len(self.rows), self.spacing))
+                row["object"] = obj.name
+            except self.contract.Gen3DError as exc:
+                row["status"], row["error"] = "FAILED", exc.to_dict()["error"]
+        print("gen3d batch: %s: %s%s" % (job.name, row["status"].lower(),
+                                         (" - " + row["error"]["message"]) if row["error"] else ""), flush=True)
+
+    def run(self):
+        self.submit_all()
+        try:
+            finished = self.manager.wait(timeout=self.args.timeout)
+        finally:
+            self.manager.shutdown()
+        if not finished:
+            for row in self.rows:
+                if row["status"] in ("QUEUED", "RUNNING", "CANCELLED") and not row["error"]:
+                    row["status"] = "FAILED"
+                    row["error"] = {"code": "TIMEOUT", "message": "The batch timed out after %s s."
+                                    % self.args.timeout, "stage": None, "retryable": True}
+        summary = {"ok": sum(row["status"] == "COMPLETED" for row in self.rows),
+                   "failed": sum(row["status"] != "COMPLETED" for row in self.rows),
+                   "backend": self.settings.backend.lower(), "output_dir": self.settings.output_dir,
+                   "blend": None, "addon": self.addon, "results": self.rows}
+        if self.args.save_blend:
+            path = os.path.abspath(self.args.save_blend)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.bpy.ops.wm.save_as_mainfile(filepath=path)
+            summary["blend"] = path
+        os.makedirs(self.settings.output_dir, exist_ok=True)
+        with open(os.path.join(self.settings.output_dir, "summary.json"), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+        print("gen3d batch: %d generated, %d failed; summary in %s" % (
+            summary["ok"], summary["failed"], os.path.join(self.settings.output_dir, "summary.json")), flush=True)
+        return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED
+
+
+def main(argv=None):
+    try:
+        args = parse_args(script_args() if argv is None else argv)
+    except SystemExit as exc:             # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    started = time.time()
+    try:
+        code = Batch(args, *load_addon()).run()
+    except Exception:                     # Blender would print this and still exit 0
+        traceback.print_exc()
+        return EXIT_FAILED
+    print("gen3d batch: done in %.1f s" % (time.time() - started), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.stdout.flush()
+    # sys.exit's code is what `blender -b -P` returns (an uncaught exception would give 0).
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The 3D viewport sidebar tab "Gen3D": image, engine, quality, Generate, progress, job list."""
+
+import os
+import textwrap
+
+import bpy
+
+from . import session
+from .prefs import backend_settings, get_prefs
+from .props import STATUS_ICONS
+
+WRAP_CHARS = 48
+
+
+def _file_icon(path):
+    """Thumbnail icon of an image file (via a previews collection, so no datablock is created)."""
+    if session.previews is None or not path or not os.path.isfile(path):
+        return 0
+    try:
+        preview = session.previews.get(path) or session.previews.load(path, path, "IMAGE")
+        return preview.icon_id
+    except (KeyError, RuntimeError):
+        return 0
+
+
+def _image_icon(image):
+    if image is None or image.preview is None:
+        return 0
+    return image.preview.icon_id
+
+
+def draw_progress(layout, item, text):
+    if hasattr(layout, "progress"):                     # Blender 4.0+
+        layout.progress(factor=item.progress, type="BAR", text=text)
+    else:                                               # older: a read-only slider looks the same
+        row = layout.row()
+        row.enabled = False
+        row.prop(item, "progress", text=text, slider=True)
+
+
+def draw_message(layout, text, error):
+    box = layout.box()
+    lines = [piece for paragraph in text.splitlines() for piece in (textwrap.wrap(paragraph, WRAP_CHARS) or [""])]
+    for index, line in enumerate(lines[:session.MESSAGE_LINES]):
+        row = box.row()
+        row.scale_y = 0.7
+        if index == 0:
+            row.label(text=line, icon="ERROR" if error else "INFO")
+            row.operator("gen3d.clear_message", text="", icon="X", emboss=False)
+        else:
+            row.label(text=line)
+    if len(lines) > session.MESSAGE_LINES:
+        box.label(text="... (see the system console or worker.log)")
+
+
+class GEN3D_PT_main(bpy.types.Panel):
+    bl_idname = "GEN3D_PT_main"
+    bl_label = "Gen3D"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Gen3D"
+
+    def draw(self, context):
+        layout = self.layout
+        props = context.scene.gen3d
+        layout.row().prop(props, "source", expand=True)
+        if props.source == "FILE":
+            layout.prop(props, "filepath", text="")
+            icon = _file_icon(bpy.path.abspath(props.filepath))
+        else:
+            layout.template_ID(props, "image", open="image.open")
+            icon = _image_icon(props.image)
+        if icon:
+            layout.template_icon(icon_value=icon, scale=6.0)
+        layout.prop(props, "engine")
+        layout.row().prop(props, "preset", expand=True)
+        row = layout.row()
+        row.scale_y = 1.5
+        row.enabled = bool(props.filepath if props.source == "FILE" else props.image)
+        row.operator("gen3d.generate", icon="MESH_MONKEY")
+
+        for item in props.jobs:
+            if item.status in ("QUEUED", "RUNNING"):
+                box = layout.box()
+                row = box.row()
+                row.label(text=item.name, icon=STATUS_ICONS[item.status])
+                row.operator("gen3d.cancel", text="", icon="CANCEL").job_id = item.job_id
+                stage = "queued" if item.status == "QUEUED" else (item.stage or "starting")
+                draw_progress(box, item, "%s %d%%" % (stage, round(item.progress * 100)))
+        if props.message:
+            draw_message(layout, props.message, props.message_is_error)
+
+        prefs = get_prefs(context)
+        settings = backend_settings(prefs)
+        status = session.client_status(settings) if settings.backend == "LOCAL" else settings.remote_url
+        row = layout.row()
+        row.scale_y = 0.7
+        row.label(text="%s backend%s" % (settings.backend.capitalize(), (": " + status) if status else ""))
+
+
+class GEN3D_PT_advanced(bpy.types.Panel):
+    bl_idname = "GEN3D_PT_advanced"
+    bl_label = "Advanced"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Gen3D"
+    bl_parent_id = "GEN3D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        props = context.scene.gen3d
+        layout.prop(props, "texture_engine")
+        layout.prop(props, "remove_background")
+        layout.prop(props, "texture")
+        layout.prop(props, "face_count")
+        sub = layout.column()
+        sub.enabled = props.texture
+        sub.prop(props, "texture_size")
+        layout.prop(props, "octree_resolution")
+        layout.prop(props, "num_inference_steps")
+        layout.prop(props, "guidance_scale")
+        layout.prop(props, "seed")
+
+
+class GEN3D_UL_jobs(bpy.types.UIList):
+    bl_idname = "GEN3D_UL_jobs"
+
+    def draw_item(self, _context, layout, _data, item, _icon, _active_data, _active_prop, _index=0, _flt_flag=0):
+        row = layout.row(align=True)
+        row.label(text=item.name, icon=STATUS_ICONS.get(item.status, "QUESTION"))
+        if item.status in ("QUEUED", "RUNNING"):
+            row.label(text="%d%%" % round(item.progress * 100))
+        else:
+            row.label(text=item.created)
+
+
+class GEN3D_PT_jobs(bpy.types.Panel):
+    bl_idname = "GEN3D_PT_jobs"
+    bl_label = "Jobs"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Gen3D"
+    bl_parent_id = "GEN3D_PT_main"
+
+    def draw(self, context):
+        layout = self.layout
+        props = context.scene.gen3d
+        layout.template_list("GEN3D_UL_jobs", "", props, "jobs", props, "job_index", rows=3)
+        if 0 <= props.job_index < len(props.jobs):
+            item = props.jobs[props.job_index]
+            col = layout.column(align=True)
+            col.label(text="%s: %s" % (item.status.capitalize(), item.object_name or item.message or item.stage))
+            row = layout.row(align=True)
+            if item.status in ("QUEUED", "RUNNING"):
+                row.operator("gen3d.cancel", icon="CANCEL").job_id = item.job_id
+            else:
+                row.operator("gen3d.import_result", text="Re-import", icon="IMPORT").job_id = item.job_id
+            row.operator("gen3d.open_folder", text="", icon="FILE_FOLDER").job_id = item.job_id
+            row.operator("gen3d.remove_job", text="", icon="X").job_id = item.job_id
+        layout.operator("gen3d.import_result", text="Import Result Folder...", icon="FILEBROWSER")
+
+
+classes = (GEN3D_PT_main, GEN3D_PT_advanced, GEN3D_UL_jobs, GEN3D_PT_jobs)

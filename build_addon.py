@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Build the Gen3D Blender add-on.
+
+    python build_addon.py [--out dist] [--no-validate]
+
+writes
+    dist/gen3d-<version>.zip          extension for Blender 4.2+ (blender_manifest.toml at the root)
+    dist/gen3d-<version>-legacy.zip   add-on with bl_info for Blender 3.4 to 4.1 (folder gen3d/)
+Both hold blender_addon/ plus a copy of shared/ as the subpackage gen3d/shared (the add-on imports
+the job contract as `.shared`). The version comes from shared/version.py only.
+
+The extension is then checked with Blender's own validator: `blender --command extension validate`
+when a Blender 4.2+ binary is found ($BLENDER or `blender` on PATH), else the same validator module
+shipped in the bpy wheel when this Python has bpy 4.2+; if neither exists it says so and skips.
+"""
+
+import argparse
+import ast
+import glob
+import importlib.util
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+ADDON_SRC = os.path.join(ROOT, "blender_addon")
+SHARED_SRC = os.path.join(ROOT, "shared")
+ADDON_ID = "gen3d"
+BLENDER_VERSION_MIN = "4.2.0"
+ZIP_DATE = (2024, 1, 1, 0, 0, 0)          # fixed timestamps: the same sources give the same zip
+
+MANIFEST = """\
+schema_version = "1.0.0"
+
+id = "{id}"
+version = "{version}"
+name = "Gen3D"
+tagline = "Turn one image into a textured PBR 3D object"
+maintainer = "Gen3D developers"
+type = "add-on"
+tags = ["3D View", "Import-Export", "Material"]
+
+blender_version_min = "{blender_min}"
+license = ["SPDX:GPL-3.0-or-later"]
+
+[permissions]
+files = "Read input images and write results to the output folder"
+network = "Send images to a remote Gen3D endpoint (remote backend only)"
+"""
+
+
+def read_version():
+    scope = {}
+    with open(os.path.join(SHARED_SRC, "version.py"), encoding="utf-8") as handle:
+        exec(compile(handle.read(), "shared/version.py", "exec"), scope)
+    return scope["__version__"]
+
+
+def source_files(folder):
+    """(relative path, absolute path) of the Python sources under folder, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                found.append((os.path.relpath(path, folder).replace(os.sep, "/"), path))
+    return found
+
+
+def stamp_bl_info(text, version):
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+    stamped, count = re.subn(r'("version"\s*:\s*)\([^)]*\)', lambda m: m.group(1) + repr(numbers), text, count=1)
+    if count != 1:
+        raise SystemExit("build_addon: no bl_info version in blender_addon/__init__.py")
+    return stamped
+
+
+def check_bl_info(text):
+    """Blender < 4.2 reads bl_info with ast.literal_eval without running the module: make sure it can."""
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "bl_info" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise SystemExit("build_addon: blender_addon/__init__.py has no literal bl_info")
+
+
+def package_entries(version):
+    """{path inside the add-on folder: bytes}, shared/ vendored."""
+    entries = {}
+    for relative, path in source_files(ADDON_SRC):
+        with open(path, "rb") as handle:
+            entries[relative] = handle.read()
+    if any(name.startswith("shared/") for name in entries):
+        raise SystemExit("build_addon: blender_addon/shared/ must not exist; shared/ is vendored from the top level")
+    for relative, path in source_files(SHARED_SRC):
+        with open(path, "rb") as handle:
+            entries["shared/" + relative] = handle.read()
+    init = stamp_bl_info(entries["__init__.py"].decode("utf-8"), version)
+    info = check_bl_info(init)
+    if ".".join(str(n) for n in info["version"]) != ".".join(re.findall(r"\d+", version)[:3]):
+        raise SystemExit("build_addon: bl_info version stamp failed")
+    entries["__init__.py"] = init.encode("utf-8")
+    return entries
+
+
+def write_zip(path, entries):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def build(out_dir):
+    version = read_version()
+    os.makedirs(out_dir, exist_ok=True)
+    package = package_entries(version)
+    extension = dict(package)
+    extension["blender_manifest.toml"] = MANIFEST.format(id=ADDON_ID, version=version,
+                                                         blender_min=BLENDER_VERSION_MIN).encode("utf-8")
+    legacy = {"%s/%s" % (ADDON_ID, name): data for name, data in package.items()}
+    ext_zip = write_zip(os.path.join(out_dir, "%s-%s.zip" % (ADDON_ID, version)), extension)
+    legacy_zip = write_zip(os.path.join(out_dir, "%s-%s-legacy.zip" % (ADDON_ID, version)), legacy)
+    return ext_zip, legacy_zip
+
+
+# validation ---------------------------------------------------------------------------------------
+def _version_tuple(text):
+    match = re.search(r"Blender (\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(g or 0) for g in match.groups()) if match else None
+
+
+def find_blender():
+    """(path, version) of a Blender binary: $BLENDER, else `blender` on PATH; (None, None) if none."""
+    path = os.environ.get("BLENDER") or shutil.which("blender")
+    if not path:
+        return None, None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return path, None
+    return path, _version_tuple(out)
+
+
+def bpy_validator():
+    """(blender_ext.py, tags.py) from an installed bpy 4.2+ wheel, or None. This is the module that
+    `blender --command extension validate` runs."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or not spec.origin:
+        return None
+    for script in sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "*", "scripts", "addons_core",
+                                                "bl_pkg", "cli", "blender_ext.py"))):
+        scripts = script.split(os.sep + "addons_core" + os.sep)[0]
+        tags = os.path.join(scripts, "modules", "_bpy_internal", "extensions", "tags.py")
+        return script, tags if os.path.isfile(tags) else ""
+    return None
+
+
+def validate(ext_zip):
+    """Run Blender's extension validator; returns True when it passed or could not run."""
+    blender, version = find_blender()
+    if blender and version and version >= (4, 2):
+        command = [blender, "--factory-startup", "--command", "extension", "validate", ext_zip]
+        label = "blender %s --command extension validate" % ".".join(map(str, version))
+    else:
+        why = ("no Blender binary found ($BLENDER or blender on PATH)" if not blender else
+               "%s is Blender %s; the extension validator needs 4.2+" % (
+                   blender, ".".join(map(str, version)) if version else "of unknown version"))
+        print("build_addon: skipped `blender --command extension validate`: %s" % why)
+        found = bpy_validator()
+        if not found:
+            print("build_addon: skipped extension validation: no bpy 4.2+ wheel in this Python either")
+            return True
+        script, tags = found
+        command = [sys.executable, script, "validate", ext_zip, "--valid-tags=%s" % tags]
+        label = "the bpy wheel's extension validator (%s)" % script
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    output = (result.stdout + result.stderr).strip()
+    print("build_addon: %s: %s" % (label, "passed" if result.returncode == 0 else "FAILED"))
+    if output:
+        print("  " + output.replace("\n", "\n  "))
+    return result.returncode == 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Build the Gen3D Blender add-on zips.")
+    parser.add_argument("--out", default=os.path.join(ROOT, "dist"), help="output folder (default: dist/)")
+    parser.add_argument("--no-validate", action="store_true", help="skip Blender's extension validator")
+    args = parser.parse_args(argv)
+    ext_zip, legacy_zip = build(os.path.abspath(args.out))
+    print("build_addon: wrote %s" % ext_zip)
+    print("build_addon: wrote %s" % legacy_zip)
+    if not args.no_validate and not validate(ext_zip):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
