@@ -197,21 +197,36 @@ def _symmetry_axis(mask):
     return best_axis, best_core
 
 
-def _rev_profile(core, axis_col, tilt):
+def _core_outline(core_alpha):
+    """Sub-cell outline points (row, col) of a soft mask at alpha 0.5 (marching squares)."""
+    from skimage import measure
+
+    contours = measure.find_contours(core_alpha.detach().cpu().numpy().astype(np.float64), 0.5)
+    if not contours:
+        return None
+    return torch.as_tensor(np.concatenate(contours), dtype=torch.float32, device=core_alpha.device)
+
+
+def _rev_profile(core, axis_col, tilt, core_alpha=None):
     """Disc radius (cells) for each map row holding the projected disc centre on the axis.
 
     A disc of radius r tilted by `tilt` projects to an ellipse with semi-axes (r, r*sin|tilt|).
     The largest such ellipse centred on the axis that fits inside the symmetric core is found with
     an anisotropic distance: rows are stretched by 1/sin|tilt| so the ellipse becomes a circle.
+    With `core_alpha` (the soft, anti-aliased core) the distance is to its sub-cell outline; cell
+    centres alone quantise the radii, and their beat against a slanted edge shows as rings.
     """
     n, m = core.shape
     s = max(math.sin(abs(tilt)), 1e-3)
-    out = torch.nonzero(~core)  # background cells (the map has a background margin)
-    di = out[:, 0].float()
-    dj = out[:, 1].float()
     rows = torch.arange(n, device=core.device, dtype=torch.float32)
+    outline = _core_outline(core_alpha) if core_alpha is not None else None
+    if outline is not None:
+        di, dj, inset = outline[:, 0], outline[:, 1], 0.0
+    else:
+        out = torch.nonzero(~core)  # background cells (the map has a background margin)
+        di, dj, inset = out[:, 0].float(), out[:, 1].float(), 0.5
     d2 = ((rows[:, None] - di[None, :]) / s) ** 2 + (axis_col - dj[None, :]) ** 2
-    r = torch.sqrt(d2.min(1).values) - 0.5
+    r = torch.sqrt(d2.min(1).values) - inset
     on_axis = core[:, int(round(axis_col))] | core[:, int(math.floor(axis_col))]
     r = torch.where(on_axis, r.clamp(min=0), torch.full_like(r, -1.0))
     if s > 2e-3:
@@ -567,7 +582,7 @@ def reconstruct_field(rgba: np.ndarray, device: torch.device, seed: int = 0) -> 
         rev_axis_x = x0_e + axis_col_e * cell_e
         axis_col = (rev_axis_x - x0) / cell
         _, core = _mirror_core(mask, axis_col)
-        rev_profile = _rev_profile(core, axis_col, tilt)
+        rev_profile = _rev_profile(core, axis_col, tilt, core_alpha=torch.minimum(alpha, _mirror(alpha, axis_col)))
         # The ball union only covers what the discs leave out (a handle).
         centres = mask & ~_rev_silhouette(rev_profile, axis_col, tilt, mask.shape)
     P, radius = _ball_union_power(mask, centres)
@@ -592,13 +607,19 @@ def reconstruct_field(rgba: np.ndarray, device: torch.device, seed: int = 0) -> 
     return fld
 
 
-def _mirror_core(mask, axis_col):
-    m = mask.shape[1]
-    j = torch.arange(m, device=mask.device)
+def _mirror(values, axis_col):
+    """A map mirrored about the vertical axis at column `axis_col` (zero where it falls outside)."""
+    m = values.shape[1]
+    j = torch.arange(m, device=values.device)
     src = torch.round(2 * axis_col - j).long()
     valid = (src >= 0) & (src < m)
-    mirrored = torch.zeros_like(mask)
-    mirrored[:, valid] = mask[:, src[valid]]
+    mirrored = torch.zeros_like(values)
+    mirrored[:, valid] = values[:, src[valid]]
+    return mirrored
+
+
+def _mirror_core(mask, axis_col):
+    mirrored = _mirror(mask, axis_col)
     return mirrored, mirrored & mask
 
 
