@@ -33,7 +33,8 @@ def main(argv=None):
         for obj in set(bpy.data.objects) - before:
             if obj.parent is None:
                 obj.location.x += (index - (count - 1) / 2) * spacing
-                obj.rotation_euler[2] += math.radians(args.angle)
+                obj.rotation_mode = "XYZ"          # the glTF importer leaves nodes in quaternion mode
+                obj.rotation_euler = (math.radians(12), 0.0, math.radians(args.angle))
         # the input image on a plane below the object
         image = bpy.data.images.load(os.path.join(result, "input.png"))
         material = bpy.data.materials.new("input_%d" % index)
@@ -50,7 +51,7 @@ def main(argv=None):
         material.node_tree.links.new(emission.outputs[0], mix.inputs[2])
         output = nodes.get("Material Output")
         material.node_tree.links.new(mix.outputs[0], output.inputs["Surface"])
-        bpy.ops.mesh.primitive_plane_add(size=2.0, location=((index - (count - 1) / 2) * spacing, -3.0, -2.4),
+        bpy.ops.mesh.primitive_plane_add(size=2.0, location=((index - (count - 1) / 2) * spacing, -3.0, -2.5),
                                          rotation=(math.radians(90), 0, 0))
         bpy.context.object.data.materials.append(material)
 
@@ -67,8 +68,8 @@ def main(argv=None):
     camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
     camera.data.type = "ORTHO"
     camera.data.ortho_scale = spacing * count + 0.4
-    camera.location = (0.0, -12.0, 2.0)
-    camera.rotation_euler = (math.radians(84), 0.0, 0.0)
+    camera.location = (0.0, -12.0, -1.25)
+    camera.rotation_euler = (math.radians(90), 0.0, 0.0)
     scene.collection.objects.link(camera)
     scene.camera = camera
 
@@ -76,7 +77,7 @@ def main(argv=None):
     scene.cycles.device = "CPU"
     scene.cycles.samples = args.samples
     scene.render.resolution_x = 360 * count
-    scene.render.resolution_y = 720
+    scene.render.resolution_y = 800
     scene.render.filepath = os.path.abspath(args.out)
     bpy.ops.render.render(write_still=True)
     return 0

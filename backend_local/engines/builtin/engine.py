@@ -37,7 +37,7 @@ class BuiltinEngine(base.Engine):
         vertices, faces = shape_model.extract_mesh(field, grid_for(request.face_count, request.octree_resolution))
         job.progress("shape", 0.7, "surface extracted")
         vertices, faces = drop_small_components(vertices, faces)
-        vertices, faces = decimate(vertices, faces, request.face_count)
+        vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
         mesh = clean_closed_mesh(vertices, faces)
         require_closed(mesh, "built-in")
         vertices, scale, offset = normalize(mesh.vertices)

@@ -579,8 +579,8 @@ def reconstruct_field(rgba: np.ndarray, device: torch.device, seed: int = 0) -> 
     rev_axis_x = rev_profile = None
     centres = mask
     if chosen["rev"]:
-        rev_axis_x = x0_e + axis_col_e * cell_e
-        axis_col = (rev_axis_x - x0) / cell
+        axis_col = _refine_axis(alpha, (x0_e + axis_col_e * cell_e - x0) / cell)
+        rev_axis_x = x0 + axis_col * cell
         _, core = _mirror_core(mask, axis_col)
         rev_profile = _rev_profile(core, axis_col, tilt, core_alpha=torch.minimum(alpha, _mirror(alpha, axis_col)))
         # The ball union only covers what the discs leave out (a handle).
@@ -607,15 +607,56 @@ def reconstruct_field(rgba: np.ndarray, device: torch.device, seed: int = 0) -> 
     return fld
 
 
+def _refine_axis(alpha, axis_col, bin_width=0.05):
+    """Sub-cell position of the symmetry axis on the final maps. Each row's run through the axis gives
+    a midpoint (sub-cell edges from the soft mask); rows where something asymmetric sticks out (a
+    handle) give scattered midpoints, the body's rows all give the same one, so take the mode. An
+    axis half a cell off would make the left and right radii differ, which shows as bands wherever
+    one side is hidden by an attachment."""
+    values = alpha.detach().cpu().numpy()
+    centre = int(round(axis_col))
+    mids = []
+    for row in values:
+        if row[centre] <= 0.5:
+            continue
+        outside = np.flatnonzero(row < 0.5)
+        left_out, right_out = outside[outside < centre], outside[outside > centre]
+        if not len(left_out) or not len(right_out):
+            continue
+        l, r = left_out[-1], right_out[0]
+        left = l + (0.5 - row[l]) / max(row[l + 1] - row[l], 1e-6)
+        right = r - (0.5 - row[r]) / max(row[r - 1] - row[r], 1e-6)
+        mids.append((left + right) / 2)
+    if len(mids) < 3:
+        return axis_col
+    mids = np.asarray(mids)
+    bins = np.round(mids / bin_width)
+    values_, counts = np.unique(bins, return_counts=True)
+    mode = values_[np.argmax(counts)] * bin_width
+    near = mids[np.abs(mids - mode) <= bin_width]
+    refined = float(near.mean())
+    return refined if abs(refined - axis_col) <= 2.0 else axis_col
+
+
 def _mirror(values, axis_col):
-    """A map mirrored about the vertical axis at column `axis_col` (zero where it falls outside)."""
+    """A map mirrored about the vertical axis at column `axis_col` (zero where it falls outside).
+    Boolean maps take the nearest column; soft maps are interpolated, so a fractional axis stays
+    exact (rounding it would make the two sides' radii differ by up to half a cell)."""
     m = values.shape[1]
     j = torch.arange(m, device=values.device)
-    src = torch.round(2 * axis_col - j).long()
-    valid = (src >= 0) & (src < m)
-    mirrored = torch.zeros_like(values)
-    mirrored[:, valid] = values[:, src[valid]]
-    return mirrored
+    if values.dtype == torch.bool:
+        src = torch.round(2 * axis_col - j).long()
+        valid = (src >= 0) & (src < m)
+        mirrored = torch.zeros_like(values)
+        mirrored[:, valid] = values[:, src[valid]]
+        return mirrored
+    src = 2 * axis_col - j.to(values.dtype)
+    low = torch.floor(src).long()
+    frac = src - low
+    padded = F.pad(values, (1, 2))                      # zeros beyond both ends
+    left = padded[:, (low + 1).clamp(0, m + 2)]
+    right = padded[:, (low + 2).clamp(0, m + 2)]
+    return left * (1 - frac) + right * frac
 
 
 def _mirror_core(mask, axis_col):
