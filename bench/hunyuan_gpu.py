@@ -13,6 +13,15 @@ Then the painters: hunyuan3d-2's texture call goes as far as this machine allows
 custom_rasterizer and the paint weights), and with --rasterizer-source (Hunyuan3D-2's
 hy3dgen/texgen/custom_rasterizer) the rasterizer is built and the library's own renderer checks that
 our output frame is the frame its painter views the mesh in.
+
+With --painters (and --rasterizer-source) the two painters run for real with tiny random-weight paint models
+(bench/hunyuan_tiny.py build_paint): the rasterizer is built in the background while the 2.1 painter's
+mesh_inpaint_processor is compiled and the tiny models are written; then, per painter engine (hunyuan3d-2:
+hy3dgen Hunyuan3DPaintPipeline with its delight and multiview models; hunyuan3d-2.1: hy3dpaint
+Hunyuan3DPaintPipeline with Hunyuan3DPaintConfig, DINOv2 and RealESRGAN), the texture model is loaded through
+our engine, then a whole job (shape, the engine's own texture stage, export) runs through the Pipeline. The
+report gives load and stage times, peak GPU memory, the maps (size, spread) and the GLB's material slots;
+--maps-out copies the painted maps there.
 """
 
 import argparse
@@ -173,6 +182,158 @@ def frame_check(device):
     return {"iou": scores, "best": max(scores, key=scores.get), "rendered_pixels": int(rendered.sum())}
 
 
+# ---------------------------------------------------------------------------------------------------
+# Painters with tiny paint models
+
+PAINTERS = ("hunyuan3d-2", "hunyuan3d-2.1")
+
+
+def start_rasterizer_build(source, log_path):
+    """pip-build custom_rasterizer (CUDA) into /tmp/site-cr in the background; returns (process, started)."""
+    env = dict(os.environ, MAX_JOBS="4", TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
+    handle = open(log_path, "w")
+    process = subprocess.Popen([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
+                                "--no-index", "--target", "/tmp/site-cr", source], stdout=handle,
+                               stderr=subprocess.STDOUT, env=env)
+    return process, time.perf_counter()
+
+
+def compile_inpaint_processor(repo):
+    """The 2.1 painter's DifferentiableRenderer/mesh_inpaint_processor (pybind11), as its
+    compile_mesh_painter.sh does, with the running Python's include flags and extension suffix."""
+    import sysconfig
+
+    folder = os.path.join(repo, "hy3dpaint", "DifferentiableRenderer")
+    includes = subprocess.run([sys.executable, "-m", "pybind11", "--includes"], capture_output=True,
+                              text=True).stdout.split()
+    target = "mesh_inpaint_processor" + sysconfig.get_config_var("EXT_SUFFIX")
+    started = time.perf_counter()
+    result = subprocess.run(["c++", "-O3", "-Wall", "-shared", "-std=c++11", "-fPIC"] + includes +
+                            ["mesh_inpaint_processor.cpp", "-o", target], cwd=folder, capture_output=True, text=True)
+    return {"returncode": result.returncode, "seconds": round(time.perf_counter() - started, 1),
+            "tail": (result.stdout + result.stderr)[-800:]}
+
+
+def map_stats(job_dir):
+    """Size and spread of each texture map a job wrote."""
+    from PIL import Image
+
+    stats = {}
+    for name in ("albedo", "normal", "roughness", "metallic", "ao"):
+        path = os.path.join(job_dir, name + ".png")
+        if os.path.isfile(path):
+            array = np.asarray(Image.open(path), dtype=np.float32)
+            stats[name] = {"size": list(array.shape), "mean": round(float(array.mean()), 2),
+                           "std": round(float(array.std()), 2)}
+    return stats
+
+
+def glb_check(path):
+    """The GLB's first material: which PBR slots hold a texture, and how many images it embeds."""
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load(path)
+    material = gltf.materials[0]
+    pbr = material.pbrMetallicRoughness
+    return {"meshes": len(gltf.meshes), "images": len(gltf.images),
+            "baseColorTexture": pbr.baseColorTexture is not None,
+            "metallicRoughnessTexture": pbr.metallicRoughnessTexture is not None,
+            "normalTexture": material.normalTexture is not None,
+            "occlusionTexture": material.occlusionTexture is not None}
+
+
+def painter_job(name, settings, device, out, maps_out=None):
+    """Load the engine's texture model through our adapter (timed), then run one whole job whose texture
+    stage is the engine's own painter."""
+    report = {}
+    pipeline = Pipeline(str(device), settings={name: settings})
+    device = pipeline.device            # the job's own device object, so the preloaded model is reused
+    try:
+        engine = pipeline.registry.get(name, TEXTURE)
+        report["availability"] = engine.availability(TEXTURE).__dict__
+        reset_peak(device)
+        started = time.perf_counter()
+        engine.load(TEXTURE, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        painter = engine._models[TEXTURE]
+        report["load"] = {"seconds": round(time.perf_counter() - started, 2), "peak_mb": peak_mb(device),
+                          "painter": "%s.%s" % (type(painter).__module__, type(painter).__name__)}
+        log("%s painter loaded: %s" % (name, report["load"]))
+        request = parse_request(dict(image_path=IMAGE, engine=name, texture_size=512, **PARAMS))
+        job_dir = os.path.join(out, name + "-painted")
+        reset_peak(device)
+        manifest = pipeline.run(request, job_dir)
+        report["job"] = {k: manifest[k] for k in ("engine", "timings", "peak_memory_mb", "mesh", "device")}
+        report["maps"] = map_stats(job_dir)
+        report["glb"] = glb_check(os.path.join(job_dir, "mesh.glb"))
+        report["job_files"] = sorted(os.listdir(job_dir))
+        report["ok"] = True
+        if maps_out:
+            import shutil
+
+            tag = name.replace("hunyuan3d-", "h").replace(".", "")
+            for key in ("albedo",) + (("metallic", "roughness") if name == "hunyuan3d-2.1" else ()):
+                shutil.copy(os.path.join(job_dir, key + ".png"), os.path.join(maps_out, "%s_%s.png" % (tag, key)))
+    except Exception as exc:
+        report["ok"] = False
+        report["error"] = "%s: %s" % (type(exc).__name__, exc)
+        report["traceback"] = traceback.format_exc()[-4000:]
+    finally:
+        for loaded in pipeline.registry.loaded().values():
+            loaded.unload()
+    return report
+
+
+def print_painter_table(report):
+    builds = ["rasterizer %s" % report.get("rasterizer_build"), "inpaint %s" % {
+        k: v for k, v in (report.get("inpaint_processor_build") or {}).items() if k != "tail"}]
+    print("builds: " + "; ".join(builds))
+    print("%-14s %-4s %-8s %-7s %-30s %-9s %s" % ("engine", "ok", "load s", "load MB", "job shape/texture/total s",
+                                                  "peak MB", "maps / glb"))
+    for name, row in report.get("painters", {}).items():
+        job = row.get("job", {})
+        times = job.get("timings", {})
+        maps = ",".join("%s %dpx sd%.0f" % (k, v["size"][0], v["std"]) for k, v in row.get("maps", {}).items())
+        glb = row.get("glb", {})
+        print("%-14s %-4s %-8s %-7s %-30s %-9s %s %s" % (
+            name, row.get("ok"), row.get("load", {}).get("seconds"), round(row.get("load", {}).get("peak_mb") or 0),
+            "/".join("%.2f" % times.get(k, 0) for k in ("shape", "texture", "total")), job.get("peak_memory_mb"),
+            maps, "glb %s" % sorted(k for k, v in glb.items() if v is True)))
+        if not row.get("ok"):
+            print("   error: %s" % row.get("error", "")[:600])
+
+
+def run_painters(args, device, report, repo):
+    import hunyuan_tiny
+
+    build, build_started = start_rasterizer_build(args.rasterizer_source, os.path.join(args.out, "rasterizer.log"))
+    if repo:
+        report["inpaint_processor_build"] = compile_inpaint_processor(repo)
+        log("mesh_inpaint_processor: %s" % report["inpaint_processor_build"])
+    weights = args.weights or os.path.join(args.out, "tiny-weights")
+    started = time.perf_counter()
+    shapes = ["2"] + (["2.1"] if repo else [])
+    report["tiny_weights"] = hunyuan_tiny.build(weights, shapes)
+    report["tiny_paint_weights"] = hunyuan_tiny.build_paint(weights, shapes, repo=repo)
+    report["tiny_weights_seconds"] = round(time.perf_counter() - started, 2)
+    log("tiny weights in %.1f s" % report["tiny_weights_seconds"])
+    returncode = build.wait()
+    report["rasterizer_build"] = {"returncode": returncode, "seconds": round(time.perf_counter() - build_started, 1)}
+    sys.path.insert(0, "/tmp/site-cr")
+    log("custom_rasterizer build: %s" % report["rasterizer_build"])
+    settings = {"weights_dir": weights, "repo": repo}
+    for name in PAINTERS:
+        if name == "hunyuan3d-2.1" and not repo:
+            continue
+        log("painter %s" % name)
+        report["painters"][name] = painter_job(name, settings, device, args.out, args.maps_out)
+        brief = {k: v for k, v in report["painters"][name].items() if k != "traceback"}
+        log(json.dumps(brief, default=str)[:1500])
+        if "traceback" in report["painters"][name]:
+            log(report["painters"][name]["traceback"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -182,6 +343,9 @@ def main(argv=None):
     parser.add_argument("--rasterizer-source", help="Hunyuan3D-2's hy3dgen/texgen/custom_rasterizer to build")
     parser.add_argument("--frame-check-only", action="store_true",
                         help="only build the rasterizer and compare the library's front view with ours")
+    parser.add_argument("--painters", action="store_true",
+                        help="run both painters with tiny paint models (needs --rasterizer-source)")
+    parser.add_argument("--maps-out", help="with --painters: copy the painted maps into this folder")
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = torch.device(args.device)
@@ -195,7 +359,18 @@ def main(argv=None):
         return 0
     weights = args.weights or os.path.join(args.out, "tiny-weights")
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "params": PARAMS, "engines": {}}
+              "torch": torch.__version__, "params": PARAMS, "engines": {}, "painters": {}}
+    if args.painters:
+        repo = os.environ.get("GEN3D_HUNYUAN21_REPO")
+        if repo:
+            sys.path.insert(0, os.path.join(repo, "hy3dshape"))
+        try:
+            run_painters(args, device, report, repo)
+        finally:
+            with open(os.path.join(args.out, "report.json"), "w") as handle:
+                json.dump(report, handle, indent=2, default=str)
+            print_painter_table(report)
+        return 0
 
     import hunyuan_tiny
 

@@ -15,10 +15,32 @@ except the VAE's occupancy head: a random decoder's field has no usable zero lev
 projection, final norm and output layer are set to decode a closed blob (the field sum(cos x_i) - 2.6,
 about a ball of radius 0.9), with the randomly initialised cross-attention to the latents left in at a
 small scale so seed, image, guidance and step count still change the surface.
+
+The painters' models (`--paint 2 2.1`, or build_paint()) are diffusers folders as the painters load them:
+  tencent/Hunyuan3D-2/hunyuan3d-delight-v2-0/     StableDiffusionInstructPix2PixPipeline (save_pretrained):
+                                                  UNet2DConditionModel (8 input channels), AutoencoderKL,
+                                                  CLIPTextModel, a CLIPTokenizer made here, EulerAncestral
+  tencent/Hunyuan3D-2/hunyuan3d-paint-v2-0/       model_index.json for the painter's custom pipeline;
+  tencent/Hunyuan3D-2.1/hunyuan3d-paintpbr-v2-1/  vae/ text_encoder/ tokenizer/ scheduler/ feature_extractor/
+                                                  and unet/ with config.json (the base UNet2DConditionModel),
+                                                  diffusion_pytorch_model.bin (the library's UNet2p5DConditionModel
+                                                  state dict) and the library's unet module file(s), which
+                                                  model_index.json names as ["modules", "UNet2p5DConditionModel"]
+                                                  (diffusers' custom-component loading: copied from the installed
+                                                  library at build time, never kept in this repository)
+  facebook/dinov2-giant/                          Dinov2Model + image processor (hidden size 1536, as the 2.1
+                                                  UNet's DINO projection expects; one layer)
+  RealESRGAN_x4plus.pth                           {"params_ema": RRDBNet state dict}; the 2.1 painter fixes the
+                                                  architecture (64 features, 23 blocks), so only the values are toy
+The sizes the libraries hard-code are kept (cross-attention width 1024 for the learned text tokens, a 1280-wide
+time embedding for 2.0's camera embedding, 12 input channels, 512-pixel views); everything else is toy.
 """
 
 import argparse
+import contextlib
+import json
 import os
+import shutil
 import sys
 
 import torch
@@ -153,10 +175,226 @@ def build(root, which, seed=0):
     return written
 
 
+# ---------------------------------------------------------------------------------------------------
+# Painters
+
+PAINT_REPOS = {"2": "tencent/Hunyuan3D-2", "2.1": "tencent/Hunyuan3D-2.1"}
+TEXT_WIDTH = 1024           # the painters' learned text tokens are (77, 1024): the UNet's cross-attention width
+DINO_WIDTH = 1536           # the 2.1 UNet projects DINOv2-giant features (1536 wide)
+REALESRGAN_FILE = "RealESRGAN_x4plus.pth"
+
+
+@contextlib.contextmanager
+def _on_path(folder):
+    """`folder` first on sys.path while importing from it (the 2.1 repo uses top-level names like `utils`)."""
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+
+
+def _bytes_to_unicode():
+    """GPT-2/CLIP's byte-to-character table (byte-level BPE)."""
+    codes = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    chars = codes[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in codes:
+            codes.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in chars]
+
+
+def clip_tokenizer(folder):
+    """A CLIP byte-level BPE tokenizer made here (no download): every byte, with and without the end-of-word
+    mark, the two special tokens and no merges. Saved with save_pretrained; returns it."""
+    from transformers import CLIPTokenizer
+
+    os.makedirs(folder, exist_ok=True)
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    scratch = folder + ".src"
+    os.makedirs(scratch, exist_ok=True)
+    with open(os.path.join(scratch, "vocab.json"), "w", encoding="utf-8") as handle:
+        json.dump({token: index for index, token in enumerate(tokens)}, handle, ensure_ascii=False)
+    with open(os.path.join(scratch, "merges.txt"), "w", encoding="utf-8") as handle:
+        handle.write("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(os.path.join(scratch, "vocab.json"), os.path.join(scratch, "merges.txt"),
+                              model_max_length=77)
+    tokenizer.save_pretrained(folder)
+    shutil.rmtree(scratch)
+    return tokenizer
+
+
+def _text_encoder(vocab_size, width=32):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                                        projection_dim=width, bos_token_id=vocab_size - 2,
+                                        eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
+
+
+def _vae():
+    """AutoencoderKL with Stable Diffusion's layout (4 latent channels, 8x downsampling), 8 channels wide."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         layers_per_block=1, norm_num_groups=4, sample_size=512, scaling_factor=0.18215)
+
+
+def _unet(in_channels, cross_attention_dim, time_embedding_dim=None):
+    """UNet2DConditionModel with Stable Diffusion 2's block types, two levels 32/64 wide, 32-wide heads."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=64, in_channels=in_channels, out_channels=4, layers_per_block=1,
+                                block_out_channels=(32, 64),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                                attention_head_dim=(1, 2), cross_attention_dim=cross_attention_dim,
+                                use_linear_projection=True, time_embedding_dim=time_embedding_dim)
+
+
+def _scheduler():
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    return EulerAncestralDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                                           beta_schedule="scaled_linear")
+
+
+def build_delight(folder):
+    """hunyuan3d-delight-v2-0: an InstructPix2Pix pipeline (image latents concatenated: 8 UNet inputs)."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+    from transformers import CLIPImageProcessor
+
+    tokenizer = clip_tokenizer(os.path.join(folder, "tokenizer"))
+    encoder = _text_encoder(len(tokenizer))
+    pipeline = StableDiffusionInstructPix2PixPipeline(
+        vae=_vae(), text_encoder=encoder, tokenizer=tokenizer,
+        unet=_unet(8, encoder.config.hidden_size), scheduler=_scheduler(), safety_checker=None,
+        feature_extractor=CLIPImageProcessor(), requires_safety_checker=False)
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def _multiview_folder(folder, unet_2p5d, base_unet, module_files, pipeline_class="HunyuanPaintPipeline"):
+    """A painter's multiview diffusers folder: standard components by save_pretrained, the custom UNet as
+    config.json + diffusion_pytorch_model.bin + its module file(s), and model_index.json naming them."""
+    from transformers import CLIPImageProcessor
+
+    tokenizer = clip_tokenizer(os.path.join(folder, "tokenizer"))
+    _text_encoder(len(tokenizer)).save_pretrained(os.path.join(folder, "text_encoder"))
+    _vae().save_pretrained(os.path.join(folder, "vae"))
+    _scheduler().save_pretrained(os.path.join(folder, "scheduler"))
+    CLIPImageProcessor().save_pretrained(os.path.join(folder, "feature_extractor"))
+    unet_folder = os.path.join(folder, "unet")
+    os.makedirs(unet_folder, exist_ok=True)
+    config = {key: value for key, value in dict(base_unet.config).items() if not key.startswith("_")}
+    with open(os.path.join(unet_folder, "config.json"), "w") as handle:
+        json.dump(config, handle, indent=2)
+    torch.save({k: v.half().contiguous() for k, v in unet_2p5d.state_dict().items()},
+               os.path.join(unet_folder, "diffusion_pytorch_model.bin"))
+    for path in module_files:
+        shutil.copy(path, unet_folder)
+    import diffusers
+
+    index = {"_class_name": pipeline_class, "_diffusers_version": diffusers.__version__,
+             "feature_extractor": ["transformers", "CLIPImageProcessor"], "safety_checker": [None, None],
+             "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "unet": ["modules", "UNet2p5DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}
+    with open(os.path.join(folder, "model_index.json"), "w") as handle:
+        json.dump(index, handle, indent=2)
+    return folder
+
+
+def build_paint20(folder):
+    """hunyuan3d-paint-v2-0: hy3dgen's UNet2p5DConditionModel around a UNet with 1024-wide cross-attention
+    and a 1280-wide time embedding (its camera embedding's width)."""
+    from hy3dgen.texgen.hunyuanpaint.unet import modules
+
+    base = _unet(4, TEXT_WIDTH, time_embedding_dim=1280)
+    unet = modules.UNet2p5DConditionModel(_unet(4, TEXT_WIDTH, time_embedding_dim=1280))
+    return _multiview_folder(folder, unet, base, [modules.__file__])
+
+
+def build_paint21(folder, repo):
+    """hunyuan3d-paintpbr-v2-1: hy3dpaint's UNet2p5DConditionModel (albedo + metallic-roughness, DINO,
+    12-channel conv_in as its from_pretrained makes it)."""
+    with _on_path(os.path.join(repo, "hy3dpaint")):
+        from hunyuanpaintpbr.unet import modules
+
+    base = _unet(4, TEXT_WIDTH)
+    unet = modules.UNet2p5DConditionModel(_unet(4, TEXT_WIDTH))
+    conv = unet.unet.conv_in
+    unet.unet.conv_in = torch.nn.Conv2d(12, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+                                        padding=conv.padding)
+    unet_dir = os.path.dirname(modules.__file__)
+    return _multiview_folder(folder, unet, base, [os.path.join(unet_dir, "modules.py"),
+                                                  os.path.join(unet_dir, "attn_processor.py")])
+
+
+def build_dino(folder):
+    """facebook/dinov2-giant's format (config.json, model.safetensors, preprocessor_config.json) at the
+    giant's width 1536, one layer, 224-pixel crops."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(hidden_size=DINO_WIDTH, num_hidden_layers=1, num_attention_heads=12, mlp_ratio=1,
+                          image_size=224, patch_size=14)
+    Dinov2Model(config).half().save_pretrained(folder)
+    BitImageProcessor(do_resize=True, size={"shortest_edge": 256}, do_center_crop=True,
+                      crop_size={"height": 224, "width": 224}, do_normalize=True,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return folder
+
+
+def build_realesrgan(path, repo):
+    """RealESRGAN_x4plus.pth as RealESRGANer loads it: {"params_ema": RRDBNet(3, 3, 64, 23, 32, x4) state}.
+    basicsr imports a torchvision module newer torchvision lacks: the 2.1 repo's torchvision_fix goes first."""
+    with _on_path(repo):
+        import torchvision_fix
+
+        torchvision_fix.apply_fix()
+        from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    model = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=4)
+    with torch.no_grad():
+        for name, param in model.named_parameters():   # small residual updates: a near-identity-scale net
+            if name.startswith("body."):
+                param.mul_(0.1)
+    torch.save({"params_ema": {k: v.half() for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def build_paint(root, which, seed=0, repo=None):
+    """Write the painters' tiny models under `root` (2: delight + multiview; 2.1: PBR multiview, DINOv2,
+    RealESRGAN). Returns {name: path}."""
+    written = {}
+    for key in which:
+        torch.manual_seed(seed)
+        base = os.path.join(root, PAINT_REPOS[key])
+        if key == "2":
+            written["delight-2"] = build_delight(os.path.join(base, "hunyuan3d-delight-v2-0"))
+            written["paint-2"] = build_paint20(os.path.join(base, "hunyuan3d-paint-v2-0"))
+        else:
+            if not repo:
+                raise ValueError("the 2.1 paint model needs the Hunyuan3D-2.1 checkout (its hy3dpaint code)")
+            written["paint-2.1"] = build_paint21(os.path.join(base, "hunyuan3d-paintpbr-v2-1"), repo)
+            written["dino"] = build_dino(os.path.join(root, "facebook", "dinov2-giant"))
+            written["realesrgan"] = build_realesrgan(os.path.join(root, REALESRGAN_FILE), repo)
+    return written
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="weights folder to write (use it as GEN3D_WEIGHTS_DIR)")
     parser.add_argument("--only", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    parser.add_argument("--paint", nargs="*", choices=sorted(PAINT_REPOS), default=[],
+                        help="also the painters' models (2: delight + multiview; 2.1: PBR, DINOv2, RealESRGAN)")
     args = parser.parse_args(argv)
     repo = os.environ.get("GEN3D_HUNYUAN21_REPO")
     if "2.1" in args.only:
@@ -165,6 +403,8 @@ def main(argv=None):
         sys.path.insert(0, os.path.join(repo, "hy3dshape"))
     for key, folder in build(args.root, args.only).items():
         print("%-6s %s" % (key, folder))
+    for key, folder in build_paint(args.root, args.paint, repo=repo).items():
+        print("%-10s %s" % (key, folder))
     return 0
 
 

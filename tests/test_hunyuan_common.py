@@ -277,3 +277,47 @@ def test_painted_result_keeps_baked_maps_and_replaces_painted_ones():
     assert (result.maps["albedo"] == (255, 0, 0)).all() and (np.abs(result.maps["metallic"].astype(int) - 204) <= 1).all()
     assert result.maps["normal"].shape == (256, 256, 3) and result.maps["ao"].shape == (256, 256)
     assert result.uvs.shape == (len(result.vertices), 2) and result.faces.max() < len(result.vertices)
+
+
+def test_placeholder_modules_stand_in_only_while_importing():
+    name = "gen3d_surely_missing_module"
+    with hc.placeholder_modules([name, "os"], "only needed for OBJ to GLB conversion"):
+        stand_in = sys.modules[name]
+        assert sys.modules["os"] is os                      # installed modules are never replaced
+        with pytest.raises(RuntimeError, match="OBJ to GLB"):
+            stand_in.anything
+    assert name not in sys.modules
+
+
+def test_trusted_local_pipelines_trusts_local_folders_only(monkeypatch, tmp_path):
+    """Newer diffusers refuse a local custom pipeline unless trust_remote_code=True: while the painters
+    load, local folders get it, hub ids do not, and the original loader comes back afterwards."""
+    calls = []
+
+    class DiffusionPipeline:
+        @classmethod
+        def from_pretrained(cls, path, *args, **kwargs):
+            calls.append((path, kwargs.get("trust_remote_code")))
+            return cls
+
+    def get_cached_module_file(pretrained_model_name_or_path, module_file, trust_remote_code=False):
+        return None
+
+    utils = types.ModuleType("diffusers.utils")
+    dynamic = types.ModuleType("diffusers.utils.dynamic_modules_utils")
+    dynamic.get_cached_module_file = get_cached_module_file
+    utils.dynamic_modules_utils = dynamic
+    diffusers = types.ModuleType("diffusers")
+    diffusers.DiffusionPipeline = DiffusionPipeline
+    diffusers.utils = utils
+    monkeypatch.setitem(sys.modules, "diffusers", diffusers)
+    monkeypatch.setitem(sys.modules, "diffusers.utils", utils)
+    monkeypatch.setitem(sys.modules, "diffusers.utils.dynamic_modules_utils", dynamic)
+    original = DiffusionPipeline.__dict__["from_pretrained"]
+
+    with hc.trusted_local_pipelines():
+        DiffusionPipeline.from_pretrained(str(tmp_path))
+        DiffusionPipeline.from_pretrained("tencent/Hunyuan3D-2")
+    DiffusionPipeline.from_pretrained(str(tmp_path))
+    assert calls == [(str(tmp_path), True), ("tencent/Hunyuan3D-2", None), (str(tmp_path), None)]
+    assert DiffusionPipeline.__dict__["from_pretrained"] is original

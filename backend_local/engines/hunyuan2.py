@@ -61,7 +61,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
             raise problem
         root, _ = hc.locate(PAINT_MODEL, self.settings)
         texgen = hc.import_library("hy3dgen.texgen", "The Hunyuan3D-2 painter")
-        with hc.on_device(device), hc.offline({PAINT_MODEL.repo_id: root}):
+        with hc.on_device(device), hc.offline({PAINT_MODEL.repo_id: root}), hc.trusted_local_pipelines():
             return texgen.Hunyuan3DPaintPipeline.from_pretrained(root)
 
     def generate_shape(self, job):

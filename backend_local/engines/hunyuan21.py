@@ -115,9 +115,14 @@ class Hunyuan21Engine(hc.HunyuanEngine):
         paint_root, _ = hc.locate(PAINT_MODEL, self.settings)
         dino_root, _ = hc.locate(DINO_MODEL, self.settings)
         repo = self.repo()
-        with hc.library_paths(folders), hc.on_device(device), hc.offline({REPO_ID: paint_root}):
+        with hc.library_paths(folders), hc.on_device(device), hc.offline({REPO_ID: paint_root}), \
+                hc.trusted_local_pipelines():
             hc.import_library("torchvision_fix", "The Hunyuan3D-2.1 torchvision fix").apply_fix()
-            module = hc.import_library("textureGenPipeline", "The Hunyuan3D-2.1 painter")
+            # Its mesh_utils imports Blender's bpy at the top for the OBJ->GLB conversion (save_glb), which
+            # Gen3D never asks for (it writes the GLB itself): bpy is only a placeholder when not installed.
+            with hc.placeholder_modules(["bpy"], "the Hunyuan3D-2.1 painter's GLB conversion needs Blender's bpy; "
+                                        "Gen3D calls it with save_glb=False"):
+                module = hc.import_library("textureGenPipeline", "The Hunyuan3D-2.1 painter")
             config = module.Hunyuan3DPaintConfig(int(hc.setting(self.settings, "paint_views", default=6)),
                                                  int(hc.setting(self.settings, "paint_resolution", default=512)))
             # The library's defaults are paths relative to the repo and hub ids; ours are absolute and local.

@@ -13,14 +13,17 @@ Weights are looked up, never downloaded, in this order (first hit wins):
 """
 
 import contextlib
+import functools
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import shutil
 import sys
 import tempfile
 import threading
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,6 +214,73 @@ def offline(local_repos):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def trusted_local_pipelines():
+    """Let diffusers run the painters' own pipeline code from local folders while they load.
+
+    Both painters call DiffusionPipeline.from_pretrained(<local weights folder>, custom_pipeline=<the library's
+    own pipeline folder>); the weights folder's unet/ holds the custom UNet's module file, as released. Newer
+    diffusers refuse local custom code unless trust_remote_code=True, which the libraries do not pass (so
+    they fail to load at all). While this is active a local folder is loaded with trust_remote_code=True;
+    hub ids are untouched (and `offline` refuses them anyway). A diffusers without the switch is left as is.
+    """
+    try:
+        import diffusers
+        from diffusers.utils import dynamic_modules_utils
+    except ImportError:
+        yield
+        return
+    loader = getattr(dynamic_modules_utils, "get_cached_module_file", None)
+    if loader is None or "trust_remote_code" not in inspect.signature(loader).parameters:
+        yield
+        return
+    owner = diffusers.DiffusionPipeline
+    original = owner.__dict__["from_pretrained"]
+    function = original.__func__
+
+    @functools.wraps(function)
+    def from_pretrained(cls, path, *args, **kwargs):
+        if os.path.isdir(str(path)):
+            kwargs.setdefault("trust_remote_code", True)
+        return function(cls, path, *args, **kwargs)
+
+    owner.from_pretrained = classmethod(from_pretrained)
+    try:
+        yield
+    finally:
+        owner.from_pretrained = original
+
+
+class _Placeholder(types.ModuleType):
+    """Stands in for a module the library imports at the top but that Gen3D's calls never use."""
+
+    def __init__(self, name, why):
+        super().__init__(name)
+        self._why = why
+
+    def __getattr__(self, attribute):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        raise RuntimeError("%s is not installed: %s" % (self.__name__, self._why))
+
+
+@contextlib.contextmanager
+def placeholder_modules(names, why):
+    """While a library module is imported, put placeholders for `names` that are not installed into
+    sys.modules (the library keeps its reference; sys.modules is cleaned afterwards). Using one raises a
+    RuntimeError that says `why`."""
+    added = {}
+    for name in names:
+        if name not in sys.modules and missing_modules([name]):
+            added[name] = sys.modules[name] = _Placeholder(name, why)
+    try:
+        yield
+    finally:
+        for name, module in added.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 # ---------------------------------------------------------------------------------------------------
