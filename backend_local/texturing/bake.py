@@ -8,12 +8,13 @@ side mirrored through the object, which is how a single photo best predicts the 
 objects. Chart borders and gutters are filled by push-pull so nothing bleeds.
 """
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import ao, delight, materials, raster
-from .fill import push_pull
+from .fill import fill_gutters, push_pull
 from .uv import unwrap
 from ..mesh_ops import smooth_vertex_normals
 
@@ -106,6 +107,62 @@ def visible(view, zbuf, points, normals, size):
     return (points[:, 2] >= front - DEPTH_TOLERANCE) & (normals[:, 2] > 0.0)
 
 
+TEXEL_CHUNK = 1 << 20      # texels shaded per step: bounds memory at 4096^2 textures
+
+
+def _unit(x):
+    """Row-normalise (cheaper than F.normalize on the CPU)."""
+    return x * torch.rsqrt((x * x).sum(dim=1, keepdim=True).clamp(min=1e-24))
+
+
+class _ImageSide:
+    """Everything texels read from the input view: de-lit colours, material estimates, depth."""
+
+    def __init__(self, job, view, vertices, faces, vertex_normals, detail_normals):
+        device = job.device
+        image = torch.as_tensor(job.image, device=device).permute(2, 0, 1).to(torch.float32) / 255.0
+        self.size = image.shape[-1]
+        rgb, mask = image[:3], image[3]
+        self.zbuf, view_normals, covered = view_buffers(view, vertices, faces, vertex_normals, self.size, device,
+                                                        detail_normals)
+        gain, self.explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
+        self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
+        estimates = materials.estimate(rgb, mask)
+        self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
+                                 estimates["bump_dy"]])
+        self.view = view
+
+
+def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
+    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic; and
+    which texels the camera saw."""
+    frame = _interpolate(attributes, faces_t, face_index, weights)
+    point, normal = frame[:, 0:3], _unit(frame[:, 3:6])
+    tangent, bitangent = _unit(frame[:, 6:9]), _unit(frame[:, 9:12])
+    pixels = torch.as_tensor(side.view.to_pixels(point.cpu().numpy()), device=point.device, dtype=torch.float32)
+    seen = visible(side.view, side.zbuf, point, normal, side.size)
+    albedo = _sample(side.colours, pixels, side.size)
+    roughness, metallic, bump_dx, bump_dy = _sample(side.maps, pixels, side.size).unbind(dim=1)
+
+    # Normals: the smooth high-resolution surface (if the engine has one) plus fine image detail,
+    # fading out where the view grazes the surface and the image says little. A height field h(x, y)
+    # on either the front or the mirrored back tilts the normal by (-dh/dx, -dh/dy_up) alike.
+    fine = normal if detail_normals is None else _unit(detail_normals(point))
+    facing = normal[:, 2].abs()
+    tilt = BUMP_STRENGTH * torch.stack([-bump_dx, bump_dy, torch.zeros_like(bump_dx)], dim=1) * facing[:, None]
+    shading_normal = _unit(fine + tilt)
+    tangent_space = _unit(torch.stack([(shading_normal * tangent).sum(1), (shading_normal * bitangent).sum(1),
+                                       (shading_normal * normal).sum(1)], dim=1))
+
+    # Hidden texels borrow the mirrored colour but a little desaturated and darker, so the back reads
+    # as plausible rather than as a duplicate of the front.
+    hidden = (~seen).to(torch.float32)[:, None]
+    grey = albedo.mean(dim=1, keepdim=True)
+    albedo = albedo * (1 - 0.1 * hidden) + (grey - albedo) * 0.1 * hidden
+    channels = torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
+    return channels, seen
+
+
 def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     """Returns a TextureResult-like dict: vertices, faces, uvs, normals and the five uint8 maps."""
     device = job.device
@@ -118,89 +175,60 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     uvs_t = torch.as_tensor(uvs, dtype=torch.float32, device=device)
     faces_t = torch.as_tensor(uv_faces, device=device)
     tangent_v, bitangent_v = vertex_tangents(positions, uvs_t, faces_t, normals_v)
+    attributes = torch.cat([positions, normals_v, tangent_v, bitangent_v], dim=1)    # one gather per texel
 
     tri_uv = uvs[uv_faces] * size
     ids = raster.face_ids(tri_uv, size, size)
     flat, face_index, weights = raster.barycentric(ids, tri_uv, device)
-    point = _interpolate(positions, faces_t, face_index, weights)
-    normal = F.normalize(_interpolate(normals_v, faces_t, face_index, weights), dim=1)
-    tangent = F.normalize(_interpolate(tangent_v, faces_t, face_index, weights), dim=1)
-    bitangent = F.normalize(_interpolate(bitangent_v, faces_t, face_index, weights), dim=1)
     job.progress("texture", 0.35, "rasterized texels")
 
-    image = torch.as_tensor(job.image, device=device).permute(2, 0, 1).to(torch.float32) / 255.0
-    img_size = image.shape[-1]
-    rgb, mask = image[:3], image[3]
-    zbuf, view_normals, covered = view_buffers(view, vertices, faces, vertex_normals, img_size, device, detail_normals)
-    gain, explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
-    colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
-    estimates = materials.estimate(rgb, mask)
-    image_maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
-                              estimates["bump_dy"]])
-    pixels = torch.as_tensor(view.to_pixels(point.cpu().numpy()), device=device, dtype=torch.float32)
-    seen = visible(view, zbuf, point, normal, img_size)
-    albedo = _sample(colours, pixels, img_size)
-    sampled = _sample(image_maps, pixels, img_size)
-    roughness, metallic, bump_dx, bump_dy = sampled.unbind(dim=1)
-    job.progress("texture", 0.55, "projected the image")
+    side = _ImageSide(job, view, vertices, faces, vertex_normals, detail_normals)
+    job.progress("texture", 0.45, "read the image")
 
-    # Normals: the smooth high-resolution surface (if the engine has one) plus fine image detail,
-    # fading out where the view grazes the surface and the image says little. A height field h(x, y)
-    # on either the front or the mirrored back tilts the normal by (-dh/dx, -dh/dy_up) alike.
-    fine = normal if detail_normals is None else F.normalize(detail_normals(point), dim=1)
-    facing = normal[:, 2].abs()
-    tilt = BUMP_STRENGTH * torch.stack([-bump_dx, bump_dy, torch.zeros_like(bump_dx)], dim=1) * facing[:, None]
-    shading_normal = F.normalize(fine + tilt, dim=1)
-    tangent_space = torch.stack([(shading_normal * tangent).sum(1), (shading_normal * bitangent).sum(1),
-                                 (shading_normal * normal).sum(1)], dim=1)
-    tangent_space = F.normalize(tangent_space, dim=1)
-    job.progress("texture", 0.65, "normal map")
+    canvas = np.zeros((size * size, 8), np.float32)
+    flat_np = flat.cpu().numpy()
+    seen_count = 0
+    for start in range(0, len(flat), TEXEL_CHUNK):
+        part = slice(start, start + TEXEL_CHUNK)
+        channels, seen = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals)
+        canvas[flat_np[part]] = channels.cpu().numpy()
+        seen_count += int(seen.sum())
+        job.progress("texture", 0.45 + 0.3 * min(1.0, (start + TEXEL_CHUNK) / max(len(flat), 1)), "painting texels")
 
     occlusion = _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device)
     job.progress("texture", 0.85, "ambient occlusion")
 
-    # Hidden texels borrow the mirrored colour but a little desaturated and darker, so the back reads
-    # as plausible rather than as a duplicate of the front.
-    hidden = (~seen).to(torch.float32)[:, None]
-    grey = albedo.mean(dim=1, keepdim=True)
-    albedo = albedo * (1 - 0.1 * hidden) + (grey - albedo) * 0.1 * hidden
-
-    channels = torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
-    canvas = torch.zeros(channels.shape[1], size * size, device=device)
-    canvas[:, flat] = channels.T
-    known = torch.zeros(size * size, dtype=torch.bool, device=device)
-    known[flat] = True
-    canvas = push_pull(canvas.view(-1, size, size), known.view(size, size))
-    canvas = torch.cat([canvas, occlusion[None]], dim=0)
-    maps = _to_uint8(canvas)
+    known = np.zeros(size * size, bool)
+    known[flat_np] = True
+    filled = fill_gutters(canvas.reshape(size, size, 8), known.reshape(size, size))
+    maps = (np.clip(filled, 0, 1) * 255 + 0.5).astype(np.uint8)
     return {
         "vertices": vertices[vertex_map], "faces": uv_faces, "uvs": uvs,
         "normals": vertex_normals[vertex_map], "vertex_map": vertex_map,
-        "maps": {"albedo": maps[0:3].transpose(1, 2, 0), "normal": maps[3:6].transpose(1, 2, 0),
-                 "roughness": maps[6], "metallic": maps[7], "ao": maps[8]},
-        "seen_fraction": float(seen.float().mean()),
-        "lighting_explained": explained,
+        "maps": {"albedo": np.ascontiguousarray(maps[..., 0:3]), "normal": np.ascontiguousarray(maps[..., 3:6]),
+                 "roughness": np.ascontiguousarray(maps[..., 6]), "metallic": np.ascontiguousarray(maps[..., 7]),
+                 "ao": occlusion},
+        "seen_fraction": seen_count / max(len(flat), 1),
+        "lighting_explained": side.explained,
     }
 
 
 def _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device):
-    """AO at up to AO_MAX_SIZE texels (it is smooth), then upsampled and gutter-filled."""
+    """AO (uint8, size x size) baked at up to AO_MAX_SIZE texels (it is smooth), then gutter-filled and
+    upsampled."""
     ao_size = min(size, AO_MAX_SIZE)
     factor = ao_size / size
     grid = ao.occupancy(vertices, faces, device)
     ids = raster.face_ids(tri_uv * factor, ao_size, ao_size)
     flat, face_index, weights = raster.barycentric(ids, tri_uv * factor, device)
     point = _interpolate(positions, faces_t, face_index, weights)
-    normal = F.normalize(_interpolate(normals_v, faces_t, face_index, weights), dim=1)
-    values = torch.zeros(ao_size * ao_size, device=device)
-    values[flat] = ao.bake(point, normal, grid)
-    known = torch.zeros(ao_size * ao_size, dtype=torch.bool, device=device)
-    known[flat] = True
-    filled = push_pull(values.view(1, ao_size, ao_size), known.view(ao_size, ao_size))
+    normal = _unit(_interpolate(normals_v, faces_t, face_index, weights))
+    values = np.zeros(ao_size * ao_size, np.float32)
+    flat_np = flat.cpu().numpy()
+    values[flat_np] = ao.bake(point, normal, grid).cpu().numpy()
+    known = np.zeros(ao_size * ao_size, bool)
+    known[flat_np] = True
+    filled = fill_gutters(values.reshape(ao_size, ao_size, 1), known.reshape(ao_size, ao_size))[..., 0]
     if ao_size != size:
-        filled = F.interpolate(filled[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    return filled[0]
-
-
-def _to_uint8(canvas):
-    return (canvas.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        filled = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
+    return (np.clip(filled, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -48,16 +48,14 @@ def _pyramid_fill(values, weight):
     return filled
 
 
-def push_pull(values, known):
-    """values: (C, H, W) float tensor; known: (H, W) bool tensor. Returns a tensor on the same device
-    with every unknown texel filled (known texels unchanged)."""
-    device = values.device
-    array = np.ascontiguousarray(values.detach().permute(1, 2, 0).cpu().numpy().astype(np.float32))
-    mask = known.cpu().numpy()
-    if not mask.any():
+def fill_gutters(values, known):
+    """values: (H, W, C) float32 array; known: (H, W) bool. Returns a new array with every unknown texel
+    filled: near a chart from its nearest edge texel, far away from a smooth push-pull blend."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if not known.any():
         return values
-    grown, grown_known = dilate(array, mask)
-    height, width = mask.shape
+    grown, grown_known = dilate(values, known)
+    height, width = known.shape
     small = (max(1, width // COARSE), max(1, height // COARSE))
     weight = grown_known.astype(np.float32)
     coarse_colour = cv2.resize(grown * weight[..., None], small, interpolation=cv2.INTER_AREA)
@@ -65,5 +63,12 @@ def push_pull(values, known):
     coarse_colour = coarse_colour.reshape(small[1], small[0], -1) / np.maximum(coarse_weight, 1e-8)[..., None]
     coarse = _pyramid_fill(coarse_colour, coarse_weight)
     far = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR).reshape(grown.shape)
-    filled = np.where(grown_known[..., None], grown, far)
-    return torch.from_numpy(np.ascontiguousarray(filled.transpose(2, 0, 1))).to(device)
+    return np.where(grown_known[..., None], grown, far)
+
+
+def push_pull(values, known):
+    """Torch front end of fill_gutters: values (C, H, W) tensor, known (H, W) bool tensor; the result
+    comes back on the same device."""
+    array = values.detach().permute(1, 2, 0).cpu().numpy()
+    filled = fill_gutters(array, known.cpu().numpy())
+    return torch.from_numpy(np.ascontiguousarray(filled.transpose(2, 0, 1))).to(values.device)

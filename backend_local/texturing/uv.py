@@ -24,6 +24,7 @@ _BASES = {
     5: ((-1, 0, 0), (0, 1, 0)),   # -Z
 }
 _DIRECTIONS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
+PACK_MAX_SIZE = 1024
 MIN_ALIGNMENT = 0.3   # a face may join a neighbour's chart only if its normal is this close to that chart's axis
 
 
@@ -81,8 +82,11 @@ def unwrap(vertices, faces, texture_size, padding=None):
     chart_options = xatlas.ChartOptions()
     chart_options.use_input_mesh_uvs = True
     pack_options = xatlas.PackOptions()
-    pack_options.resolution = int(texture_size)
-    pack_options.padding = int(padding if padding is not None else max(2, texture_size // 256))
+    # Packing cost grows with the atlas resolution; the layout from a 1024 atlas serves larger
+    # textures as well, with proportionally wider gutters (16 texels at 4096).
+    pack_size = min(int(texture_size), PACK_MAX_SIZE)
+    pack_options.resolution = pack_size
+    pack_options.padding = int(padding if padding is not None else max(2, 4 * pack_size // PACK_MAX_SIZE))
     pack_options.bilinear = True
     atlas.generate(chart_options, pack_options)
     xref, new_faces, uvs = atlas[0]
