@@ -39,7 +39,7 @@ def _rss_bytes():
 
 class PeakMemory:
     """Context manager measuring peak memory during a block: process RSS sampled every 10 ms on CPU,
-    torch's peak allocation on CUDA."""
+    torch's own peak allocation counter on CUDA."""
 
     def __init__(self, device):
         self.device = device
@@ -53,19 +53,19 @@ class PeakMemory:
             self._peak_rss = max(self._peak_rss, _rss_bytes())
 
     def __enter__(self):
-        self._peak_rss = _rss_bytes()
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)   # torch tracks the peak itself: no sampling
+            return self
+        self._peak_rss = _rss_bytes()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._peak_rss = max(self._peak_rss, _rss_bytes())
         if self.device.type == "cuda":
             self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
-        else:
-            self.peak_mb = self._peak_rss / 2 ** 20
+            return False
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self._peak_rss, _rss_bytes()) / 2 ** 20
         return False

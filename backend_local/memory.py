@@ -63,7 +63,9 @@ class MemoryPlanner:
                 % (self.free_gb(), engine.name, stage, need))
 
     def after_job(self, registry):
+        """Low-memory mode frees everything between jobs; otherwise models and torch's cached blocks stay
+        for the next job (prepare() frees them when a stage needs the room)."""
         if self.low_memory:
             for engine in registry.loaded().values():
                 engine.unload()
-        self.release()
+            self.release()

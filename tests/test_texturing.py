@@ -30,6 +30,24 @@ def test_depth_order_keeps_the_nearest_triangle():
     assert (ids[ids >= 0] == 0).all()
 
 
+def test_gpu_rasterizer_agrees_with_opencv():
+    """The torch rasterizer used on CUDA (run here on the CPU) covers what OpenCV covers and keeps the
+    nearest triangle where they overlap."""
+    mesh = trimesh.creation.icosphere(subdivisions=4)
+    tri = (mesh.vertices[mesh.faces][:, :, :2] * 0.45 + 0.5) * 256
+    depth = mesh.vertices[mesh.faces][:, :, 2].max(axis=1)
+    reference = raster.face_ids(tri, 256, 256, depth=depth)
+    ids = raster._face_ids_torch(tri, 256, 256, depth, torch.device("cpu")).numpy()
+    both = (reference >= 0) & (ids >= 0)
+    assert both.sum() > 0.97 * (ids >= 0).sum() and (ids >= 0).sum() > 0.95 * (reference >= 0).sum()
+    assert np.asarray(mesh.face_normals[ids[both]][:, 2] > -0.2).mean() > 0.99     # front faces win
+    # where the two pick different faces (pixels on a shared edge), the faces are neighbours
+    differ = both & (ids != reference)
+    faces = np.asarray(mesh.faces)
+    shared = [len(set(faces[a]) & set(faces[b])) > 0 for a, b in zip(ids[differ], reference[differ])]
+    assert np.mean(shared) > 0.98
+
+
 def test_unwrap_charts_do_not_overlap_and_keep_area():
     mesh = trimesh.creation.torus(0.6, 0.25, major_sections=64, minor_sections=32)
     vertex_map, faces, uvs = unwrap(np.asarray(mesh.vertices), np.asarray(mesh.faces, np.int64), 512)

@@ -80,7 +80,7 @@ def view_buffers(view, vertices, faces, vertex_normals, size, device, detail_nor
     vertices_px = view.to_pixels(vertices)
     tri_px = vertices_px[faces]
     depth_key = vertices[faces][:, :, 2].max(axis=1)
-    ids = raster.face_ids(tri_px, size, size, depth=depth_key)
+    ids = raster.face_ids(tri_px, size, size, depth=depth_key, device=device)
     flat, face_index, weights = raster.barycentric(ids, tri_px, device)
     faces_t = torch.as_tensor(faces, device=device)
     surface = _interpolate(torch.as_tensor(vertices, dtype=torch.float32, device=device), faces_t, face_index, weights)
@@ -178,7 +178,7 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     attributes = torch.cat([positions, normals_v, tangent_v, bitangent_v], dim=1)    # one gather per texel
 
     tri_uv = uvs[uv_faces] * size
-    ids = raster.face_ids(tri_uv, size, size)
+    ids = raster.face_ids(tri_uv, size, size, device=device)
     flat, face_index, weights = raster.barycentric(ids, tri_uv, device)
     job.progress("texture", 0.35, "rasterized texels")
 
@@ -219,7 +219,7 @@ def _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, 
     ao_size = min(size, AO_MAX_SIZE)
     factor = ao_size / size
     grid = ao.occupancy(vertices, faces, device)
-    ids = raster.face_ids(tri_uv * factor, ao_size, ao_size)
+    ids = raster.face_ids(tri_uv * factor, ao_size, ao_size, device=device)
     flat, face_index, weights = raster.barycentric(ids, tri_uv * factor, device)
     point = _interpolate(positions, faces_t, face_index, weights)
     normal = _unit(_interpolate(normals_v, faces_t, face_index, weights))
