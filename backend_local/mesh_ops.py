@@ -44,22 +44,39 @@ _DECIMATION_TRIES = ((7.0, 1.0), (5.0, 1.0), (7.0, 0.98), (7.0, 1.02), (3.0, 1.0
 
 
 def decimate(vertices, faces, target, require_closed=False):
-    """Quadric decimation to `target` triangles (no-op when already at or under it).
+    """Quadric decimation to `target` triangles (no-op when already at or under it). Returns merged,
+    outward-facing (positive volume) arrays.
 
     With require_closed, a result with a hole or a non-manifold edge (rare: an edge collapse can pinch
     two sheets together) is thrown away and the decimation retried with another collapse order."""
     faces = np.asarray(faces, dtype=np.int64)
     if len(faces) <= target:
-        return np.asarray(vertices, dtype=np.float64), faces
-    for aggressiveness, share in _DECIMATION_TRIES:
-        out_v, out_f = fast_simplification.simplify(np.asarray(vertices, dtype=np.float32), faces.astype(np.int32),
-                                                    target_count=int(target * share), agg=aggressiveness)
-        mesh = trimesh.Trimesh(out_v.astype(np.float64), out_f.astype(np.int64), process=True)
-        mesh.remove_unreferenced_vertices()
-        if not require_closed or (mesh.is_watertight and mesh.is_winding_consistent):
-            return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
+        result = _checked(np.asarray(vertices, dtype=np.float64), faces, require_closed)
+        if result is not None:
+            return result
+    else:
+        for aggressiveness, share in _DECIMATION_TRIES:
+            out_v, out_f = fast_simplification.simplify(np.asarray(vertices, dtype=np.float32),
+                                                        faces.astype(np.int32), target_count=int(target * share),
+                                                        agg=aggressiveness)
+            result = _checked(out_v.astype(np.float64), out_f.astype(np.int64), require_closed)
+            if result is not None:
+                return result
     raise Gen3DError(INTERNAL, "Simplifying the mesh to %d faces kept tearing it; try a different face count."
                      % target)
+
+
+def _checked(vertices, faces, require_closed):
+    """Merged arrays (duplicate vertices joined, degenerate faces dropped, turned outwards when the
+    volume is negative), or None when a closed mesh was required and this one is not."""
+    mesh = trimesh.Trimesh(vertices, faces, process=True)
+    mesh.update_faces(mesh.nondegenerate_faces())
+    mesh.remove_unreferenced_vertices()
+    if require_closed and not (mesh.is_watertight and mesh.is_winding_consistent):
+        return None
+    if mesh.is_watertight and mesh.volume < 0:
+        mesh.invert()
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
 
 
 def clean_closed_mesh(vertices, faces):
@@ -75,11 +92,6 @@ def mesh_summary(vertices, faces):
     vertices = np.asarray(vertices)
     return {"vertices": int(len(vertices)), "faces": int(len(faces)),
             "bounds": [np.round(vertices.min(0), 6).tolist(), np.round(vertices.max(0), 6).tolist()]}
-
-
-def require_closed(mesh, what):
-    if not mesh.is_watertight:
-        raise Gen3DError(INTERNAL, "The %s mesh came out with holes; try a different face count or seed." % what)
 
 
 def smooth_vertex_normals(vertices, faces):

@@ -6,7 +6,7 @@ import torch
 from shared.errors import EMPTY_FOREGROUND, Gen3DError
 
 from .. import base
-from ...mesh_ops import clean_closed_mesh, decimate, drop_small_components, normalize, require_closed
+from ...mesh_ops import decimate, drop_small_components, normalize
 from ...texturing.bake import bake_textures
 from . import shape as shape_model
 
@@ -37,10 +37,9 @@ class BuiltinEngine(base.Engine):
         vertices, faces = shape_model.extract_mesh(field, grid_for(request.face_count, request.octree_resolution))
         job.progress("shape", 0.7, "surface extracted")
         vertices, faces = drop_small_components(vertices, faces)
+        # decimate() checks the result is closed and outward-facing (retrying if a collapse tore it)
         vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
-        mesh = clean_closed_mesh(vertices, faces)
-        require_closed(mesh, "built-in")
-        vertices, scale, offset = normalize(mesh.vertices)
+        vertices, scale, offset = normalize(vertices)
         size = job.image.shape[0]
         view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
 
@@ -48,7 +47,7 @@ class BuiltinEngine(base.Engine):
             pixel_points = points / scale + torch.as_tensor(offset, dtype=points.dtype, device=points.device)
             return shape_model.field_normals(field, pixel_points)
 
-        return base.ShapeResult(vertices, np.asarray(mesh.faces, dtype=np.int64), view=view,
+        return base.ShapeResult(vertices, faces, view=view,
                                 detail=detail_normals)
 
     def generate_texture(self, job, shape):
