@@ -15,7 +15,6 @@ when stdin closes, so it never outlives Blender.
 
 import json
 import os
-import queue
 import sys
 import tempfile
 import threading
