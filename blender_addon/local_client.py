@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 
+from . import engine_status
 from .client_base import JobClient, cancelled
 from .contract import Gen3DError, errors, progress
 from .worker_process import EXITED, WorkerProcess, log_excerpt
@@ -94,6 +95,7 @@ class LocalClient(JobClient):
                 raise cancelled("queued")
             self._worker = worker             # visible to close() while it starts
         worker.start(cancel_event)
+        engine_status.status.update(self.settings, worker.info.get("engines"))
         return worker
 
     def run(self, job_id, request, job_dir, emit, cancel_event):

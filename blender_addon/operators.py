@@ -11,7 +11,7 @@ import traceback
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
 
-from . import images, session
+from . import engine_status, images, session
 from .contract import Gen3DError
 from .importer import import_result, name_from_folder, result_folder, warm_up
 from .prefs import backend_settings, get_prefs, import_settings
@@ -206,6 +206,20 @@ class GEN3D_OT_remove_job(bpy.types.Operator):
         return {"CANCELLED"}
 
 
+class GEN3D_OT_check_engines(bpy.types.Operator):
+    """Check again which engines the local backend can run (in the background)"""
+
+    bl_idname = "gen3d.check_engines"
+    bl_label = "Check Engines"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context):
+        settings = backend_settings(get_prefs(context))
+        engine_status.status.refresh(settings)
+        session.redraw_until(lambda: not engine_status.status.checking(settings))
+        return {"FINISHED"}
+
+
 class GEN3D_OT_stop_worker(bpy.types.Operator):
     """Stop the local worker process when no job needs it (frees its memory; it starts again on the next job)"""
 
@@ -247,4 +261,5 @@ class GEN3D_OT_report(bpy.types.Operator):
 
 
 classes = (GEN3D_OT_generate, GEN3D_OT_generate_dropped, GEN3D_OT_cancel, GEN3D_OT_import_result,
-           GEN3D_OT_open_folder, GEN3D_OT_remove_job, GEN3D_OT_stop_worker, GEN3D_OT_clear_message, GEN3D_OT_report)
+           GEN3D_OT_open_folder, GEN3D_OT_remove_job, GEN3D_OT_check_engines, GEN3D_OT_stop_worker,
+           GEN3D_OT_clear_message, GEN3D_OT_report)

@@ -217,5 +217,19 @@ def redraw():
                 area.tag_redraw()
 
 
+def redraw_until(done, interval=0.5):
+    """Redraw the sidebar every `interval` seconds until done() is true (a background check finishing
+    must show up without the artist moving the mouse). Nothing to redraw without a UI; and a timer
+    left pending there keeps the bpy module from exiting."""
+    if bpy.app.background:
+        return
+
+    def poll():
+        redraw()
+        return None if done() else interval
+
+    bpy.app.timers.register(poll, first_interval=interval)
+
+
 def error_text(exc):
     return exc.message if isinstance(exc, Gen3DError) else str(exc)

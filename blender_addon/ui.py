@@ -5,7 +5,8 @@ import textwrap
 
 import bpy
 
-from . import session
+from . import engine_status, session
+from .contract import request as contract_request
 from .prefs import backend_settings, get_prefs
 from .props import STATUS_ICONS
 
@@ -36,6 +37,30 @@ def draw_progress(layout, item, text):
         row = layout.row()
         row.enabled = False
         row.prop(item, "progress", text=text, slider=True)
+
+
+def draw_engine_status(layout, context, name):
+    """Under an engine menu: whether the local backend can run that engine here, and why not: checked in
+    the background the first time the panel shows, again with the refresh button, and updated by every
+    worker's ready event. Remote endpoints decide for themselves."""
+    settings = backend_settings(get_prefs(context))
+    if settings.backend != "LOCAL":
+        return
+    if not engine_status.status.checked(settings) and not engine_status.status.checking(settings):
+        engine_status.status.refresh(settings)
+        session.redraw_until(lambda: not engine_status.status.checking(settings))
+    available, text = engine_status.status.describe(settings, name)
+    icon = {True: "CHECKMARK", False: "ERROR", None: "TIME"}[available]
+    lines = textwrap.wrap(text, WRAP_CHARS) or [""]
+    column = layout.column(align=True)
+    for index, line in enumerate(lines[:6]):
+        row = column.row()
+        row.scale_y = 0.7
+        if index == 0:
+            row.label(text=line, icon=icon)
+            row.operator("gen3d.check_engines", text="", icon="FILE_REFRESH", emboss=False)
+        else:
+            row.label(text=line)
 
 
 def draw_message(layout, text, error):
@@ -73,6 +98,7 @@ class GEN3D_PT_main(bpy.types.Panel):
         if icon:
             layout.template_icon(icon_value=icon, scale=6.0)
         layout.prop(props, "engine")
+        draw_engine_status(layout, context, props.engine)
         layout.row().prop(props, "preset", expand=True)
         row = layout.row()
         row.scale_y = 1.5
@@ -113,6 +139,8 @@ class GEN3D_PT_advanced(bpy.types.Panel):
         layout.use_property_decorate = False
         props = context.scene.gen3d
         layout.prop(props, "texture_engine")
+        if props.texture_engine in contract_request.TEXTURE_ENGINES:
+            draw_engine_status(layout, context, props.texture_engine)
         layout.prop(props, "remove_background")
         layout.prop(props, "texture")
         layout.prop(props, "face_count")

@@ -47,7 +47,7 @@ class WorkerProcess:
             cmd.append("--low-memory")
         return cmd
 
-    def _environment(self):
+    def environment(self):
         env = dict(os.environ)
         env.pop("PYTHONHOME", None)          # Blender's own Python home must not leak into the venv
         env["PYTHONUNBUFFERED"] = "1"        # stderr lines arrive as they are written
@@ -61,7 +61,7 @@ class WorkerProcess:
         try:
             self._proc = subprocess.Popen(
                 self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=self.backend_dir or None, env=self._environment(), text=True, encoding="utf-8",
+                cwd=self.backend_dir or None, env=self.environment(), text=True, encoding="utf-8",
                 errors="replace", bufsize=1,
                 creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0)
         except OSError as exc:

@@ -181,3 +181,26 @@ def test_cancel_stops_the_job_in_the_real_worker_within_two_seconds(tmp_path):
     finally:
         client.close()
     assert not worker.alive()
+
+
+def test_engine_status_lists_every_engine_and_why_not():
+    """The engine menu's availability line: built in the background from `backend_local engines --json`."""
+    from blender_addon.engine_status import EngineStatus
+
+    status = EngineStatus()
+    settings = addon_settings.BackendSettings(python=harness.VENV_PYTHON, backend_dir=harness.ROOT)
+    assert status.describe(settings, "builtin") == (None, "not checked yet")
+    status.refresh(settings).join(timeout=120)
+    assert not status.checking(settings) and status.checked(settings)
+    assert status.describe(settings, "builtin") == (True, "builtin can run here")
+    available, reason = status.describe(settings, "hunyuan3d-2mini")
+    assert available is False and "weights not found" in reason and "Looked in" in reason
+
+    broken = addon_settings.BackendSettings(python="/nonexistent/python", backend_dir=harness.ROOT)
+    status.refresh(broken).join(timeout=30)
+    available, reason = status.describe(broken, "builtin")
+    assert available is None and "/nonexistent/python" in reason and "preferences" in reason
+
+    # a worker's ready event carries the same rows and replaces what was known
+    status.update(settings, [{"name": "builtin", "available": False, "reason": "CUDA was requested"}])
+    assert status.describe(settings, "builtin") == (False, "CUDA was requested")
