@@ -178,9 +178,3 @@ def parse_request(data, allow_path=True):
         raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)
     return JobRequest(**values)
 
-
-def request_from_file(path, **overrides):
-    """Convenience for CLIs: a request for a local image file."""
-    data = {"image_path": str(path)}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return parse_request(data, allow_path=True)

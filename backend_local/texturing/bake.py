@@ -125,7 +125,7 @@ class _ImageSide:
         rgb, mask = image[:3], image[3]
         self.zbuf, view_normals, covered = view_buffers(view, vertices, faces, vertex_normals, self.size, device,
                                                         detail_normals)
-        gain, self.explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
+        gain, _explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
         self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
         estimates = materials.estimate(rgb, mask)
         self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
@@ -134,8 +134,7 @@ class _ImageSide:
 
 
 def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
-    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic; and
-    which texels the camera saw."""
+    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic."""
     frame = _interpolate(attributes, faces_t, face_index, weights)
     point, normal = frame[:, 0:3], _unit(frame[:, 3:6])
     tangent, bitangent = _unit(frame[:, 6:9]), _unit(frame[:, 9:12])
@@ -159,8 +158,7 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
     hidden = (~seen).to(torch.float32)[:, None]
     grey = albedo.mean(dim=1, keepdim=True)
     albedo = albedo * (1 - 0.1 * hidden) + (grey - albedo) * 0.1 * hidden
-    channels = torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
-    return channels, seen
+    return torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
 
 
 def bake_textures(job, vertices, faces, view, size, detail_normals=None):
@@ -187,12 +185,10 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
 
     canvas = np.zeros((size * size, 8), np.float32)
     flat_np = flat.cpu().numpy()
-    seen_count = 0
     for start in range(0, len(flat), TEXEL_CHUNK):
         part = slice(start, start + TEXEL_CHUNK)
-        channels, seen = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals)
+        channels = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals)
         canvas[flat_np[part]] = channels.cpu().numpy()
-        seen_count += int(seen.sum())
         job.progress("texture", 0.45 + 0.3 * min(1.0, (start + TEXEL_CHUNK) / max(len(flat), 1)), "painting texels")
 
     occlusion = _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device)
@@ -204,12 +200,10 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     maps = (np.clip(filled, 0, 1) * 255 + 0.5).astype(np.uint8)
     return {
         "vertices": vertices[vertex_map], "faces": uv_faces, "uvs": uvs,
-        "normals": vertex_normals[vertex_map], "vertex_map": vertex_map,
+        "normals": vertex_normals[vertex_map],
         "maps": {"albedo": np.ascontiguousarray(maps[..., 0:3]), "normal": np.ascontiguousarray(maps[..., 3:6]),
                  "roughness": np.ascontiguousarray(maps[..., 6]), "metallic": np.ascontiguousarray(maps[..., 7]),
                  "ao": occlusion},
-        "seen_fraction": seen_count / max(len(flat), 1),
-        "lighting_explained": side.explained,
     }
 
 
