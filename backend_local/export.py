@@ -12,7 +12,11 @@ import cv2
 import numpy as np
 import pygltflib as gl
 
-PNG_LEVEL = 3  # zlib level: level 3 is ~3x faster than the default for ~5% more bytes
+# zlib level 1 with the run-length strategy: on baked maps (smooth gradients after PNG's row filters)
+# this is both faster and smaller than level 3's default strategy (albedo 1024^2: 0.053 s / 451 KB
+# against 0.077 s / 488 KB).
+PNG_LEVEL = 1
+PNG_STRATEGY = cv2.IMWRITE_PNG_STRATEGY_RLE
 
 
 def encode_png(array):
@@ -20,7 +24,8 @@ def encode_png(array):
     if array.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
         array = cv2.cvtColor(np.ascontiguousarray(array), code)
-    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL])
+    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL,
+                                                    cv2.IMWRITE_PNG_STRATEGY, PNG_STRATEGY])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return data.tobytes()

@@ -68,15 +68,60 @@ def decimate(vertices, faces, target, require_closed=False):
 
 def _checked(vertices, faces, require_closed):
     """Merged arrays (duplicate vertices joined, degenerate faces dropped, turned outwards when the
-    volume is negative), or None when a closed mesh was required and this one is not."""
-    mesh = trimesh.Trimesh(vertices, faces, process=True)
-    mesh.update_faces(mesh.nondegenerate_faces())
-    mesh.remove_unreferenced_vertices()
-    if require_closed and not (mesh.is_watertight and mesh.is_winding_consistent):
+    volume is negative), or None when a closed mesh was required and this one is not.
+
+    Plain numpy rather than trimesh's processing, which computed far more than these checks need
+    (~70 ms of a 40k-face job)."""
+    vertices, faces = _merged(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64))
+    closed = is_closed_and_oriented(faces, len(vertices))
+    if require_closed and not closed:
         return None
-    if mesh.is_watertight and mesh.volume < 0:
-        mesh.invert()
-    return np.asarray(mesh.vertices), np.asarray(mesh.faces, dtype=np.int64)
+    if closed and signed_volume(vertices, faces) < 0:
+        faces = faces[:, ::-1].copy()
+    return vertices, faces
+
+
+def _merged(vertices, faces):
+    """Join vertices at the same position (to 1e-8, as trimesh does), drop faces that became
+    degenerate (a repeated corner or zero area) and vertices no face uses."""
+    keys = np.round(vertices * 1e8).astype(np.int64)
+    order = np.lexsort(keys.T[::-1])
+    ordered = keys[order]
+    starts = np.ones(len(order), bool)
+    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    if not starts.all():                              # duplicates: point each at its group's first copy
+        group_first = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+        target = np.empty_like(order)
+        target[order] = order[group_first]
+        faces = target[faces]
+    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
+    e1, e2 = vertices[b] - vertices[a], vertices[c] - vertices[a]
+    cross = np.stack([e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1], e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2],
+                      e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]], axis=1)
+    faces = faces[(a != b) & (b != c) & (c != a) & (np.einsum("ij,ij->i", cross, cross) > 1e-32)]
+    used = np.zeros(len(vertices), bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return vertices[used], remap[faces]
+
+
+def is_closed_and_oriented(faces, vertex_count):
+    """True when every edge joins exactly two faces that run along it in opposite directions: a closed,
+    2-manifold-along-edges surface with consistent winding."""
+    if len(faces) == 0:
+        return False
+    starts = faces.reshape(-1)
+    ends = faces[:, [1, 2, 0]].reshape(-1)
+    directed = np.sort(starts * vertex_count + ends)
+    if np.any(directed[1:] == directed[:-1]):      # an edge walked twice the same way
+        return False
+    # with no edge walked twice, every edge has its opposite exactly when the sorted keys match
+    return bool(np.array_equal(np.sort(ends * vertex_count + starts), directed))
+
+
+def signed_volume(vertices, faces):
+    tri = vertices[faces]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
 
 
 def clean_closed_mesh(vertices, faces):

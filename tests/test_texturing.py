@@ -115,3 +115,67 @@ def test_glb_writer_round_trip(tmp_path):
     assert set(images) == {"baseColor", "metallicRoughness", "normal", "occlusion"}
     loaded = trimesh.load(path, force="mesh")       # an independent reader agrees
     assert len(loaded.faces) == len(mesh.faces)
+
+
+def test_unwrap_leaves_a_gutter_that_scales_with_the_texture():
+    """Charts are packed on a coarse grid; at the final texture size the gap between any two charts must
+    still be at least the gutter (4 texels per 1024) so mipmaps and bilinear filtering never mix them."""
+    import cv2
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    mesh = trimesh.creation.torus(0.6, 0.25, major_sections=64, minor_sections=32)
+    for size, gutter in ((512, 2), (1024, 4), (2048, 8)):
+        _, faces, uvs = unwrap(np.asarray(mesh.vertices), np.asarray(mesh.faces, np.int64), size)
+        incidence = coo_matrix((np.ones(faces.size), (np.repeat(np.arange(len(faces)), 3), faces.reshape(-1))))
+        count, chart = connected_components(incidence @ incidence.T, directed=False)
+        assert count > 1
+        label = np.full((size, size), -1, np.int32)
+        for index, tri in enumerate(uvs[faces] * size):
+            cv2.fillPoly(label, [np.round((tri - 0.5) * 16).astype(np.int32)], int(chart[index]),
+                         lineType=cv2.LINE_8, shift=4)
+        # a texel of one chart within (gutter - 1) texels of another chart's texel would be a bleed
+        near = gutter - 1
+        kernel = np.ones((2 * near + 1, 2 * near + 1), np.uint8)
+        for c in range(count):
+            own = (label == c).astype(np.uint8)
+            grown = cv2.dilate(own, kernel) > 0
+            assert not np.any(grown & (label >= 0) & (label != c)), (size, c)
+
+
+def test_material_blur_on_gpu_matches_opencv():
+    """The GPU path of the material estimates (separable torch convolution, checked here on the CPU)
+    gives OpenCV's Gaussian blur, so maps do not depend on the device."""
+    from backend_local.texturing import materials
+
+    x = torch.rand(96, 128)
+    x[:, :40] = 0.0                                  # an edge, so border and mask handling matter
+    for sigma in (0.75, 2.0, 6.0):
+        assert torch.allclose(materials._blur_conv(x, sigma), materials._blur(x, sigma), atol=1e-5)
+
+
+def test_gpu_gutter_fill_matches_opencv():
+    """The torch gutter fill used on CUDA (run here on the CPU) keeps every known texel, gives the ring
+    around each chart its nearest edge colour and the far gutters the same smooth blend as OpenCV's."""
+    import cv2
+    from backend_local.texturing import fill
+
+    rng = np.random.default_rng(3)
+    known = np.zeros((256, 256), np.uint8)
+    for _ in range(12):
+        x, y = rng.integers(20, 236, 2)
+        cv2.circle(known, (int(x), int(y)), int(rng.integers(5, 30)), 1, -1)
+    known = known.astype(bool)
+    yy, xx = np.mgrid[0:256, 0:256]
+    values = np.stack([np.sin(xx / 20.0), np.cos(yy / 15.0), (xx + yy) / 512.0], -1).astype(np.float32)
+    values[~known] = 0.0
+    reference = fill.fill_gutters(values, known)
+    result = fill._fill_gutters_torch(torch.from_numpy(values).permute(2, 0, 1),
+                                      torch.from_numpy(known)).permute(1, 2, 0).numpy()
+    assert np.array_equal(result[known], values[known])
+    distance = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5)
+    ring, far = (~known) & (distance <= 7), distance > 9
+    assert np.abs(result[ring] - reference[ring]).mean() < 0.005        # ties may pick another edge texel
+    assert np.abs(result[far] - reference[far]).max() < 0.1
+    assert np.abs(result[far] - reference[far]).mean() < 0.005
+    assert np.isfinite(result).all()

@@ -8,13 +8,15 @@ side mirrored through the object, which is how a single photo best predicts the 
 objects. Chart borders and gutters are filled by push-pull so nothing bleeds.
 """
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import ao, delight, materials, raster
-from .fill import fill_gutters, push_pull
+from .fill import fill_gutters, fill_texture, push_pull
 from .uv import unwrap
 from ..mesh_ops import smooth_vertex_normals
 
@@ -165,8 +167,15 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     """Returns a TextureResult-like dict: vertices, faces, uvs, normals and the five uint8 maps."""
     device = job.device
     vertex_normals = smooth_vertex_normals(vertices, faces)
-    vertex_map, uv_faces, uvs = unwrap(vertices, faces, size)
-    job.progress("texture", 0.2, "unwrapped UVs")
+    # The UV unwrap (xatlas and numpy, GIL mostly released) runs beside the work that needs only the
+    # mesh and the image: reading the input view and voxelizing for AO.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        unwrapping = pool.submit(unwrap, vertices, faces, size)
+        side = _ImageSide(job, view, vertices, faces, vertex_normals, detail_normals)
+        job.progress("texture", 0.15, "read the image")
+        occupancy = ao.occupancy(vertices, faces, device)
+        vertex_map, uv_faces, uvs = unwrapping.result()
+    job.progress("texture", 0.3, "unwrapped UVs")
 
     positions = torch.as_tensor(vertices[vertex_map], dtype=torch.float32, device=device)
     normals_v = torch.as_tensor(vertex_normals[vertex_map], dtype=torch.float32, device=device)
@@ -178,41 +187,38 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     tri_uv = uvs[uv_faces] * size
     ids = raster.face_ids(tri_uv, size, size, device=device)
     flat, face_index, weights = raster.barycentric(ids, tri_uv, device)
-    job.progress("texture", 0.35, "rasterized texels")
+    job.progress("texture", 0.45, "rasterized texels")
 
-    side = _ImageSide(job, view, vertices, faces, vertex_normals, detail_normals)
-    job.progress("texture", 0.45, "read the image")
-
-    canvas = np.zeros((size * size, 8), np.float32)
-    flat_np = flat.cpu().numpy()
+    canvas = torch.zeros((size * size, 8), dtype=torch.float32, device=device)
     for start in range(0, len(flat), TEXEL_CHUNK):
         part = slice(start, start + TEXEL_CHUNK)
-        channels = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals)
-        canvas[flat_np[part]] = channels.cpu().numpy()
+        canvas[flat[part]] = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals)
         job.progress("texture", 0.45 + 0.3 * min(1.0, (start + TEXEL_CHUNK) / max(len(flat), 1)), "painting texels")
 
-    occlusion = _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device)
+    occlusion = _bake_ao(occupancy, tri_uv, positions, normals_v, faces_t, size, device)
     job.progress("texture", 0.85, "ambient occlusion")
 
-    known = np.zeros(size * size, bool)
-    known[flat_np] = True
-    filled = fill_gutters(canvas.reshape(size, size, 8), known.reshape(size, size))
-    maps = (np.clip(filled, 0, 1) * 255 + 0.5).astype(np.uint8)
+    known = torch.zeros(size * size, dtype=torch.bool, device=device)
+    known[flat] = True
+    filled = fill_texture(canvas.view(size, size, 8), known.view(size, size))
+    maps = (filled.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+    def host(channels):
+        return channels.contiguous().cpu().numpy()
+
     return {
         "vertices": vertices[vertex_map], "faces": uv_faces, "uvs": uvs,
         "normals": vertex_normals[vertex_map],
-        "maps": {"albedo": np.ascontiguousarray(maps[..., 0:3]), "normal": np.ascontiguousarray(maps[..., 3:6]),
-                 "roughness": np.ascontiguousarray(maps[..., 6]), "metallic": np.ascontiguousarray(maps[..., 7]),
-                 "ao": occlusion},
+        "maps": {"albedo": host(maps[..., 0:3]), "normal": host(maps[..., 3:6]), "roughness": host(maps[..., 6]),
+                 "metallic": host(maps[..., 7]), "ao": occlusion},
     }
 
 
-def _bake_ao(job, vertices, faces, tri_uv, positions, normals_v, faces_t, size, device):
+def _bake_ao(grid, tri_uv, positions, normals_v, faces_t, size, device):
     """AO (uint8, size x size) baked at up to AO_MAX_SIZE texels (it is smooth), then gutter-filled and
     upsampled."""
     ao_size = min(size, AO_MAX_SIZE)
     factor = ao_size / size
-    grid = ao.occupancy(vertices, faces, device)
     ids = raster.face_ids(tri_uv * factor, ao_size, ao_size, device=device)
     flat, face_index, weights = raster.barycentric(ids, tri_uv * factor, device)
     point = _interpolate(positions, faces_t, face_index, weights)

@@ -4,7 +4,9 @@ xatlas's own chart search costs ~6 s for 40k faces on a 2-core CPU, far over the
 from image-to-3D engines are smooth, so charts made by grouping faces by their dominant axis
 direction (a cube projection, with labels smoothed over neighbours and split into connected pieces)
 distort little: every face is projected onto a plane within ~55 degrees of its own. xatlas then only
-packs those charts (use_input_mesh_uvs), which takes ~0.1 s.
+packs those charts (use_input_mesh_uvs), on a coarse 256-texel grid: packing time grows with the grid
+(0.24 s at 1024, 0.07 s at 256 for 40k faces) and the coarse layout fills a 1024 atlas as well
+(72% of texels against 67%), with gutters that scale with the texture.
 """
 
 import numpy as np
@@ -24,7 +26,9 @@ _BASES = {
     5: ((-1, 0, 0), (0, 1, 0)),   # -Z
 }
 _DIRECTIONS = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], np.float64)
-PACK_MAX_SIZE = 1024
+PACK_MAX_SIZE = 256
+MIN_GUTTER = 2              # texels between charts in the final texture, at least...
+GUTTER_PER_1024 = 4         # ...and this many per 1024 texels of texture size
 MIN_ALIGNMENT = 0.3   # a face may join a neighbour's chart only if its normal is this close to that chart's axis
 
 
@@ -82,11 +86,11 @@ def unwrap(vertices, faces, texture_size, padding=None):
     chart_options = xatlas.ChartOptions()
     chart_options.use_input_mesh_uvs = True
     pack_options = xatlas.PackOptions()
-    # Packing cost grows with the atlas resolution; the layout from a 1024 atlas serves larger
-    # textures as well, with proportionally wider gutters (16 texels at 4096).
-    pack_size = min(int(texture_size), PACK_MAX_SIZE)
-    pack_options.resolution = pack_size
-    pack_options.padding = int(padding if padding is not None else max(2, 4 * pack_size // PACK_MAX_SIZE))
+    pack_options.resolution = pack_size = min(int(texture_size), PACK_MAX_SIZE)
+    if padding is None:   # in packing texels: one of them spans texture_size / pack_size texture texels
+        gutter = max(MIN_GUTTER, GUTTER_PER_1024 * int(texture_size) / 1024.0)
+        padding = max(1, int(np.ceil(gutter * pack_size / int(texture_size) - 1e-9)))
+    pack_options.padding = int(padding)
     pack_options.bilinear = True
     atlas.generate(chart_options, pack_options)
     xref, new_faces, uvs = atlas[0]

@@ -706,20 +706,29 @@ def sample_grid(fld: ShapeField, resolution: int):
     return values, origin, step
 
 
-def extract_mesh(fld: ShapeField, resolution: int):
-    """Watertight, outward-oriented triangle mesh of the field (pixel frame, float64 / int64)."""
+def _marching_cubes(values, step):
     from skimage import measure
 
+    vol = values.detach().to("cpu", torch.float32).numpy()
+    # Keep vertices off the grid nodes: a node at ~0 makes several edges put (almost) coincident
+    # vertices there, which a later vertex merge turns into non-manifold edges.
+    eps = np.float32(1e-3 * step)
+    vol = np.where(np.abs(vol) < eps, eps, vol)
+    return measure.marching_cubes(vol, 0.0)[:2]
+
+
+def count_surface_faces(values, step):
+    """Triangles marching cubes makes of a sampled field (a cheap probe of the surface's size)."""
+    return len(_marching_cubes(values, step)[1])
+
+
+def extract_mesh(fld: ShapeField, resolution: int):
+    """Watertight, outward-oriented triangle mesh of the field (pixel frame, float64 / int64)."""
     if fld.values is None or fld.values.shape[0] == 0 or fld.info.get("grid_resolution") != resolution:
         fld.values, fld.grid_origin, fld.grid_step = sample_grid(fld, resolution)
         fld.gradient = None
         fld.info["grid_resolution"] = resolution
-    vol = fld.values.detach().to("cpu", torch.float32).numpy()
-    # Keep vertices off the grid nodes: a node at ~0 makes several edges put (almost) coincident
-    # vertices there, which a later vertex merge turns into non-manifold edges.
-    eps = np.float32(1e-3 * fld.grid_step)
-    vol = np.where(np.abs(vol) < eps, eps, vol)
-    verts, faces, _, _ = measure.marching_cubes(vol, 0.0)
+    verts, faces = _marching_cubes(fld.values, fld.grid_step)
     verts = verts.astype(np.float64) * fld.grid_step + np.asarray(fld.grid_origin)
     # With values negative inside and the (x, y, z) axis order (right-handed), skimage's default
     # winding already faces outward: the volume is positive.
