@@ -143,6 +143,7 @@ def _plain_background_seeds(lab, residual, noise, border):
     outside = np.isin(labels, border_labels[border_labels > 0])
     if outside.all() or not (residual > threshold).any():
         raise empty_foreground("the image looks like plain background")
+    outside &= ~_leaked(outside, edges, border, gap)
     holes = np.zeros_like(outside)
     ring = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     for index in range(1, count):
@@ -165,6 +166,41 @@ def _plain_background_seeds(lab, residual, noise, border):
     seeds[interior & (residual > 3 * threshold)] = cv2.GC_FGD
     seeds[border] = cv2.GC_BGD
     return seeds, interior
+
+
+LEAK_MAX_EDGE_SHARE = 0.5   # a region cut off from the backdrop by a narrow neck, touching the object
+                            # mostly without an edge between them, is part of the object
+
+
+def _leaked(outside, edges, border, gap):
+    """Parts of `outside` that the flood fill reached through a gap in a faint outline wider than the
+    gap closing: an object part coloured like the backdrop (the highlight band of a white mug on white).
+
+    Narrow necks are cut by an erosion as wide as twice the closing; a part so cut off from the
+    border's background is a leak when most of its contact with the object has no edge (a shading band
+    runs smoothly into the rest of the object), while a real background pocket (between an arm and a
+    body) is ringed by the object's outline. Returns a bool mask."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    core = cv2.erode(outside.astype(np.uint8), disc)          # necks narrower than the disc vanish
+    count, labels = cv2.connectedComponents(core, connectivity=4)
+    if count <= 2:
+        return np.zeros_like(outside)
+    joined = np.unique(labels[border & (core > 0)])
+    main = np.isin(labels, joined[joined > 0]).astype(np.uint8)
+    # everything of `outside` but the backdrop proper (its opening): cut-off parts with their necks
+    rest = outside & ~(cv2.dilate(main, disc) > 0)
+    _, pieces = cv2.connectedComponents(rest.astype(np.uint8), connectivity=8)
+    leaked = np.zeros_like(outside)
+    cross = np.ones((3, 3), np.uint8)
+    for index in range(1, count):
+        if index in joined:
+            continue
+        touching = np.unique(pieces[labels == index])
+        region = np.isin(pieces, touching[touching > 0])
+        contact = (cv2.dilate(region.astype(np.uint8), cross) > 0) & ~outside
+        if contact.any() and edges[contact].mean() < LEAK_MAX_EDGE_SHARE:
+            leaked |= region
+    return leaked
 
 
 def _cluttered_seeds(shape, border):
