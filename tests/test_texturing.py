@@ -179,3 +179,21 @@ def test_gpu_gutter_fill_matches_opencv():
     assert np.abs(result[far] - reference[far]).max() < 0.1
     assert np.abs(result[far] - reference[far]).mean() < 0.005
     assert np.isfinite(result).all()
+
+
+def test_detail_normals_refine_but_never_overturn_the_mesh_normal():
+    """Across a sharp crease the grid-sampled field normal turns over a grid cell; where it strays far
+    from the mesh normal the bake falls back to the mesh normal, small refinements pass unchanged."""
+    import math
+
+    from backend_local.texturing.bake import _trusted_detail
+
+    normal = torch.tensor([[0.0, 0.0, 1.0]] * 3)
+    angles = torch.tensor([10.0, 30.0, 60.0]) * math.pi / 180
+    fine = torch.stack([torch.sin(angles), torch.zeros(3), torch.cos(angles)], dim=1)
+    out = _trusted_detail(fine, normal)
+    assert torch.allclose(out[0], fine[0], atol=1e-6)                 # a refinement is kept
+    assert torch.allclose(out[2], normal[2], atol=1e-6)               # a crease smear is dropped
+    tilt = math.degrees(math.acos(float(out[1, 2])))
+    assert 0.0 < tilt < 30.0                                          # in between: faded
+    assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-6)

@@ -8,6 +8,7 @@ side mirrored through the object, which is how a single photo best predicts the 
 objects. Chart borders and gutters are filled by push-pull so nothing bleeds.
 """
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -22,6 +23,7 @@ from ..mesh_ops import smooth_vertex_normals
 
 AO_MAX_SIZE = 256
 BUMP_STRENGTH = 6.0          # height (image heights per pixel) -> normal tilt
+DETAIL_FULL_DEG, DETAIL_MAX_DEG = 20.0, 40.0   # detail normals trusted fully / not at all beyond
 DEPTH_TOLERANCE = 0.02       # output-frame units: how far behind the visible surface still counts as seen
 
 
@@ -135,6 +137,16 @@ class _ImageSide:
         self.view = view
 
 
+def _trusted_detail(fine, normal):
+    """The engine's high-resolution normal where it refines the mesh normal, fading to the mesh normal
+    where the two disagree by more than DETAIL_MAX_DEG: a field sampled on a grid turns over a grid
+    cell at a sharp crease (a cone's rim), which would shade a dark wobbly band along the edge."""
+    cos = (fine * normal).sum(dim=1, keepdim=True)
+    near, far = math.cos(math.radians(DETAIL_FULL_DEG)), math.cos(math.radians(DETAIL_MAX_DEG))
+    trust = ((cos - far) / (near - far)).clamp(0.0, 1.0)
+    return _unit(normal + trust * (fine - normal))
+
+
 def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
     """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic."""
     frame = _interpolate(attributes, faces_t, face_index, weights)
@@ -148,7 +160,7 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
     # Normals: the smooth high-resolution surface (if the engine has one) plus fine image detail,
     # fading out where the view grazes the surface and the image says little. A height field h(x, y)
     # on either the front or the mirrored back tilts the normal by (-dh/dx, -dh/dy_up) alike.
-    fine = normal if detail_normals is None else _unit(detail_normals(point))
+    fine = normal if detail_normals is None else _trusted_detail(_unit(detail_normals(point)), normal)
     facing = normal[:, 2].abs()
     tilt = BUMP_STRENGTH * torch.stack([-bump_dx, bump_dy, torch.zeros_like(bump_dx)], dim=1) * facing[:, None]
     shading_normal = _unit(fine + tilt)
