@@ -136,6 +136,24 @@ def test_untextured_job(pipeline, tmp_path):
     assert mesh.euler_number == 0          # the torus keeps its hole (genus 1)
 
 
+def test_wire_thin_object_still_gets_a_closed_mesh_of_the_requested_size(pipeline, tmp_path):
+    """A 3-pixel diagonal wire all but vanishes on the small hypothesis maps and yields fewer marching-
+    cubes triangles than asked for: it becomes a tube of face_count triangles, not an error."""
+    import cv2
+
+    image = np.zeros((512, 512, 4), np.uint8)
+    cv2.line(image, (40, 470), (470, 40), (90, 160, 60, 255), 3)
+    path = str(tmp_path / "wire.png")
+    Image.fromarray(image).save(path)
+    out = str(tmp_path / "wire")
+    manifest = pipeline.run(parse_request(dict(SMALL, image_path=path, texture=False, face_count=20000)), out)
+    assert abs(manifest["mesh"]["faces"] - 20000) <= 2000
+    mesh = trimesh.load(os.path.join(out, "mesh.glb"), force="mesh")
+    assert mesh.is_watertight and mesh.volume > 0
+    extent = np.ptp(mesh.vertices, axis=0)
+    assert extent[0] > 1.9 and extent[1] > 1.9 and extent[2] < 0.2       # a thin diagonal tube
+
+
 def test_failed_job_leaves_nothing(pipeline, tmp_path):
     blank = tmp_path / "blank.png"
     Image.new("RGBA", (256, 256), (0, 0, 0, 0)).save(blank)

@@ -51,6 +51,8 @@ MIN_SHADING_R2 = 0.5
 MIN_CORE_FRACTION = 0.6
 MIN_REV_COVERAGE = 0.98
 MIN_SOLIDITY_FOR_REV = 0.9
+# Fewer foreground cells than this on the hypothesis maps: a wire-thin object, built as a ball union.
+MIN_ESTIMATE_CELLS = 32
 # Discs nested in another disc's ellipse up to this many cells count as redundant (discretisation).
 NESTED_TOLERANCE = 0.5
 # Grid samples closer to the surface than this many steps are evaluated exactly, not interpolated.
@@ -566,7 +568,14 @@ def reconstruct_field(rgba: np.ndarray, device: torch.device, seed: int = 0) -> 
 
     # 1. Hypothesis test on small maps (always on CPU: tiny, latency-bound work).
     alpha_e, rgb_e, cell_e, x0_e, y0_e = _resample(rgba, ESTIMATE_CELLS, torch.device("cpu"))
-    chosen, axis_col_e, info = _choose_hypothesis(alpha_e, rgb_e)
+    if int((alpha_e > 0.5).sum()) >= MIN_ESTIMATE_CELLS:
+        chosen, axis_col_e, info = _choose_hypothesis(alpha_e, rgb_e)
+    else:
+        # A wire-thin object all but vanishes on the small maps: no shading or symmetry to test, and
+        # a ball union (a tube along the outline) is the right prior for it anyway.
+        chosen, axis_col_e = dict(tilt=0.0, rev=False), None
+        info = dict(tilt_deg=0.0, revolution=False, shading_reliable=False, best_r2=float("nan"),
+                    ring_tilt_deg=None, axis_col=None, core_fraction=0.0, table=[], thin=True)
 
     # 2. Final maps.
     alpha, _, cell, x0, y0 = _resample(rgba, MAP_CELLS, device)
