@@ -77,7 +77,12 @@ def _background_model(lab, border):
     xx, yy = xx / w - 0.5, yy / h - 0.5
     basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], axis=-1)
     a, b = basis[border], lab[border]
-    keep = np.ones(len(a), bool)
+    # Start from the median colour: a least-squares start would let the quadratic bend toward an
+    # object that crosses one side of the frame and then call the whole border noisy.
+    err = np.linalg.norm(b - np.median(b, axis=0), axis=1)
+    keep = err < max(3.0 * (1.4826 * np.median(err) + 1e-3), 2.0)
+    if keep.mean() < 0.5:
+        keep = np.ones(len(a), bool)
     for _ in range(3):  # refit without the border pixels the object or clutter covers
         coef, *_ = np.linalg.lstsq(a[keep], b[keep], rcond=None)
         err = np.linalg.norm(b - a @ coef, axis=1)
@@ -164,7 +169,10 @@ def _plain_background_seeds(lab, residual, noise, border):
     seeds[holes] = cv2.GC_PR_BGD
     interior = cv2.erode((~background).astype(np.uint8), kernel) > 0
     seeds[interior & (residual > 3 * threshold)] = cv2.GC_FGD
-    seeds[border] = cv2.GC_BGD
+    # The border is background only where it looks like the backdrop: an object cut off by the frame
+    # keeps its pixels there (forcing them to background taught GrabCut the object's colour as
+    # background, and the whole object vanished).
+    seeds[border & (residual < threshold)] = cv2.GC_BGD
     return seeds, interior
 
 

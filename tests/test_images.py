@@ -132,6 +132,19 @@ def test_background_pocket_behind_a_narrow_mouth_stays_background():
     assert found[256, 130] and found[256, 382] and found[400, 256]        # the ring
 
 
+def test_object_cut_off_by_the_frame_is_kept():
+    """An object crossing one side of the frame: the backdrop model must not bend toward it, and its
+    border pixels must not be forced to background (the whole object used to vanish)."""
+    import cv2
+
+    image = np.full((600, 600, 3), 230, np.uint8)
+    cv2.circle(image, (580, 300), 150, (30, 90, 200), -1)
+    truth = np.zeros((600, 600), np.uint8)
+    cv2.circle(truth, (580, 300), 150, 1, -1)
+    found = foreground.foreground_rgba(image, False, True, seed=1)[..., 3] > 127
+    assert iou(found, truth > 0) > 0.97
+
+
 def test_real_alpha_wins_and_no_removal_keeps_everything():
     pixels, has_alpha = imageio.open_image(data("sphere", "input.png"))
     assert has_alpha
