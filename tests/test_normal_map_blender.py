@@ -19,7 +19,7 @@ import trimesh
 
 from backend_local import export
 from backend_local.engines.base import JobContext, ViewMapping
-from backend_local.texturing.bake import bake_textures
+from backend_local.texturing import bake
 from shared.request import parse_request
 
 from conftest import ROOT
@@ -45,8 +45,14 @@ def glb(tmp_path_factory):
     image[(xx - 255.5) ** 2 + (yy - 255.5) ** 2 < (RADIUS * 250) ** 2] = (180, 120, 90, 255)
     job = JobContext(parse_request({"image_path": "unused.png", "texture_size": 1024}), image, torch.device("cpu"),
                      str(folder))
-    baked = bake_textures(job, np.asarray(mesh.vertices), np.asarray(mesh.faces, np.int64),
-                          ViewMapping(scale=250.0, cx=256.0, cy=256.0), 1024, detail_normals=detail)
+    # The field tilts normals by up to 27 degrees, past where the bake starts fading detail normals
+    # that stray from the mesh (crease smears, tested in test_texturing): lift that limit here, this
+    # test is about the tangent-space convention.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bake, "DETAIL_FULL_DEG", 90.0)
+        patch.setattr(bake, "DETAIL_MAX_DEG", 91.0)
+        baked = bake.bake_textures(job, np.asarray(mesh.vertices), np.asarray(mesh.faces, np.int64),
+                                   ViewMapping(scale=250.0, cx=256.0, cy=256.0), 1024, detail_normals=detail)
     maps = baked["maps"]
     textures = {"albedo": export.encode_png(maps["albedo"]), "normal": export.encode_png(maps["normal"]),
                 "orm": export.encode_png(export.orm_image(maps["ao"], maps["roughness"], maps["metallic"]))}

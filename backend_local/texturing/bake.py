@@ -181,12 +181,15 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     vertex_normals = smooth_vertex_normals(vertices, faces)
     # The UV unwrap (xatlas and numpy, GIL mostly released) runs beside the work that needs only the
     # mesh and the image: reading the input view and voxelizing for AO.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
         unwrapping = pool.submit(unwrap, vertices, faces, size)
         side = _ImageSide(job, view, vertices, faces, vertex_normals, detail_normals)
         job.progress("texture", 0.15, "read the image")
         occupancy = ao.occupancy(vertices, faces, device)
         vertex_map, uv_faces, uvs = unwrapping.result()
+    finally:
+        pool.shutdown(wait=False)   # a cancelled job does not wait for the unwrap it no longer needs
     job.progress("texture", 0.3, "unwrapped UVs")
 
     positions = torch.as_tensor(vertices[vertex_map], dtype=torch.float32, device=device)
