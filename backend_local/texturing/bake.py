@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ao, delight, materials, raster
-from .fill import fill_gutters, fill_texture, push_pull
+from .fill import fill_texture, push_pull
 from .uv import unwrap
 from ..mesh_ops import smooth_vertex_normals
 
@@ -213,10 +213,7 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     occlusion = _bake_ao(occupancy, tri_uv, positions, normals_v, faces_t, size, device)
     job.progress("texture", 0.85, "ambient occlusion")
 
-    known = torch.zeros(size * size, dtype=torch.bool, device=device)
-    known[flat] = True
-    filled = fill_texture(canvas.view(size, size, 8), known.view(size, size))
-    maps = (filled.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+    maps = (_filled_atlas(canvas, flat, size).clamp(0, 1) * 255 + 0.5).to(torch.uint8)
 
     def host(channels):
         return channels.contiguous().cpu().numpy()
@@ -229,6 +226,14 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None):
     }
 
 
+def _filled_atlas(canvas, flat, size):
+    """canvas (size*size, C) with the texels at `flat` written: the (size, size, C) atlas with its
+    gutters filled, on the canvas's device."""
+    known = torch.zeros(size * size, dtype=torch.bool, device=canvas.device)
+    known[flat] = True
+    return fill_texture(canvas.view(size, size, -1), known.view(size, size))
+
+
 def _bake_ao(grid, tri_uv, positions, normals_v, faces_t, size, device):
     """AO (uint8, size x size) baked at up to AO_MAX_SIZE texels (it is smooth), then gutter-filled and
     upsampled."""
@@ -238,12 +243,9 @@ def _bake_ao(grid, tri_uv, positions, normals_v, faces_t, size, device):
     flat, face_index, weights = raster.barycentric(ids, tri_uv * factor, device)
     point = _interpolate(positions, faces_t, face_index, weights)
     normal = _unit(_interpolate(normals_v, faces_t, face_index, weights))
-    values = np.zeros(ao_size * ao_size, np.float32)
-    flat_np = flat.cpu().numpy()
-    values[flat_np] = ao.bake(point, normal, grid).cpu().numpy()
-    known = np.zeros(ao_size * ao_size, bool)
-    known[flat_np] = True
-    filled = fill_gutters(values.reshape(ao_size, ao_size, 1), known.reshape(ao_size, ao_size))[..., 0]
+    canvas = torch.zeros((ao_size * ao_size, 1), dtype=torch.float32, device=device)
+    canvas[flat, 0] = ao.bake(point, normal, grid)
+    filled = _filled_atlas(canvas, flat, ao_size)[..., 0].cpu().numpy()
     if ao_size != size:
         filled = cv2.resize(filled, (size, size), interpolation=cv2.INTER_LINEAR)
     return (np.clip(filled, 0, 1) * 255 + 0.5).astype(np.uint8)

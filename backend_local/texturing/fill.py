@@ -106,13 +106,7 @@ def _nearest_known(known, rings):
         return torch.where(found, dy * dy + dx * dx, torch.full_like(dy, float("inf")))
 
     best_d2 = distance2(best)
-    step = 1
-    while step * 2 <= rings:
-        step *= 2
-    steps = []
-    while step >= 1:
-        steps.append(step)
-        step //= 2
+    steps = [1 << k for k in reversed(range(int(rings).bit_length()))]     # e.g. 8, 4, 2, 1
     for step in steps + [1]:        # the extra 1-step pass (JFA+1) fixes most of jump flooding's misses
         for dy in (-step, 0, step):
             for dx in (-step, 0, step):

@@ -11,7 +11,6 @@ rather than constants: they follow what a texture artist reads from the image.
 """
 
 import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 
