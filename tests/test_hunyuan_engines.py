@@ -95,7 +95,8 @@ def test_missing_packages_are_named(isolated, monkeypatch):
     monkeypatch.setitem(sys.modules, "hy3dgen", None)
     monkeypatch.setitem(sys.modules, "pymeshlab", None)
     reason = Hunyuan2MiniEngine().availability().reason
-    assert "missing Python packages: hy3dgen" in reason and "pymeshlab" in reason and "gen3d[hunyuan]" in reason
+    assert "missing Python packages: hy3dgen" in reason and "pymeshlab" in reason
+    assert "python -m backend_local install hunyuan3d-2mini" in reason
 
 
 def test_21_names_its_repository_setting(isolated, tmp_path):
