@@ -39,6 +39,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HY3DGEN_MODELS", str(tmp_path / "hy3dgen"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    monkeypatch.setenv("GEN3D_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
 
 
@@ -105,6 +106,68 @@ def test_21_names_its_repository_setting(isolated, tmp_path):
     not_a_checkout.mkdir()
     reason = Hunyuan21Engine({"repo": str(not_a_checkout)}).availability().reason
     assert "is not a Hunyuan3D-2.1 checkout" in reason and "hy3dshape" in reason
+
+
+def write_painter_tree(repo, missing):
+    """A Hunyuan3D-2.1 checkout whose painter imports like the real one: textureGenPipeline -> utils/
+    multiview_utils (which imports hunyuanpaintpbr only when it loads, as upstream's does), and
+    hunyuanpaintpbr/__init__ -> unet/model -> `missing` (upstream: pytorch_lightning)."""
+    fakes.make_repo21(repo)
+    files = {
+        "torchvision_fix.py": "def apply_fix():\n    return True\n",
+        "hy3dpaint/textureGenPipeline.py": "import bpy\nfrom utils.multiview_utils import multiviewDiffusionNet\n",
+        "hy3dpaint/utils/__init__.py": "",
+        "hy3dpaint/utils/multiview_utils.py": ("class multiviewDiffusionNet:\n    def __init__(self):\n"
+                                               "        from hunyuanpaintpbr.unet.modules import Dino_v2\n"),
+        "hy3dpaint/hunyuanpaintpbr/__init__.py": "from .unet.model import HunyuanPaint\n",
+        "hy3dpaint/hunyuanpaintpbr/unet/__init__.py": "",
+        "hy3dpaint/hunyuanpaintpbr/unet/model.py": "import %s as pl\nHunyuanPaint = pl\n" % missing,
+        "hy3dpaint/custom_rasterizer.py": "",
+    }
+    for name, text in files.items():
+        path = os.path.join(repo, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+    return repo
+
+
+def test_missing_transitive_import_is_engine_unavailable_naming_the_package(isolated, monkeypatch):
+    import subprocess
+
+    from backend_local.engines import hunyuan_common as hc
+
+    missing = "gen3d_absent_lightning"          # stands in for pytorch_lightning, which nothing installed
+    repo = write_painter_tree(str(isolated / "Hunyuan3D-2.1"), missing)
+    weights = fakes.make_weights(str(isolated / "weights"), SHAPE21, PAINT21, DINO_MODEL)
+    monkeypatch.setattr(hc, "missing_modules", lambda names, paths=None: [])   # the quick check passes
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(hc, "_PROBE_CACHE", {})
+    runs = []
+    real_run = subprocess.run
+    painter_probe = lambda args: "textureGenPipeline" in args[0][-1]     # noqa: E731 (the shape chain is another)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (painter_probe(a) and runs.append(a)) or real_run(*a, **k))
+    settings = {"repo": repo, "weights_dir": weights}
+
+    status = Hunyuan21Engine(settings).availability(base.TEXTURE)
+    assert not status.available
+    assert "missing Python package %s" % missing in status.reason
+    assert os.path.join("hunyuanpaintpbr", "unet", "model.py") in status.reason      # who imported it
+    assert "python -m backend_local install hunyuan3d-2.1" in status.reason
+    for name, path in HUNYUAN_ENGINES.items():
+        monkeypatch.setitem(registry.ENGINES, name, path)
+    with pytest.raises(Gen3DError) as caught:
+        registry.EngineRegistry({"hunyuan3d-2.1": settings}).get("hunyuan3d-2.1", base.TEXTURE)
+    assert caught.value.code == ENGINE_UNAVAILABLE and missing in caught.value.message
+    assert len(runs) == 1                                  # cached: one subprocess for both checks
+    monkeypatch.setattr(hc, "_PROBE_CACHE", {})
+    assert missing in Hunyuan21Engine(settings).availability(base.TEXTURE).reason
+    assert len(runs) == 1                                  # and on disk, for the next process
+
+    with open(os.path.join(repo, "hy3dpaint", missing + ".py"), "w") as handle:    # now it is installed
+        handle.write("")
+    status = Hunyuan21Engine(settings).availability(base.TEXTURE)
+    assert len(runs) == 2 and status.available, status.reason    # the folder changed: probed again
 
 
 def test_registry_refuses_an_unavailable_engine_with_the_reason(isolated, monkeypatch):
