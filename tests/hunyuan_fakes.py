@@ -109,7 +109,8 @@ def _shape_modules(name, library, flavour="pypi"):
                 with open(config_path) as handle:
                     config = yaml.safe_load(handle)
                 vae = pipelines.instantiate_from_config(config["vae"])      # looked up at call time
-                checkpoint = torch.load(os.path.join(folder, "model.fp16.safetensors"), weights_only=True)
+                with open(os.path.join(folder, "model.fp16.safetensors"), "rb") as handle:
+                    checkpoint = torch.load(handle, weights_only=True)
                 state = {key[len("vae."):]: value for key, value in checkpoint.items() if key.startswith("vae.")}
                 vae.load_state_dict(state, strict=(flavour == "pypi"))
                 pipeline.vae = vae
@@ -186,7 +187,8 @@ def write_vae_folder(folder, flavour_of_checkpoint="main", embed_dim=4, width=8,
     config = {"target": "hy3dgen.shapegen.models.ShapeVAE", "params": params}
     with open(os.path.join(folder, "config.yaml"), "w") as handle:
         yaml.safe_dump({"vae": config} if prefix else config, handle)
-    torch.save({prefix + key: value for key, value in state.items()}, os.path.join(folder, "model.fp16.safetensors"))
+    with open(os.path.join(folder, "model.fp16.safetensors"), "wb") as handle:
+        torch.save({prefix + key: value for key, value in state.items()}, handle)
     return state["post_kl.weight"]
 
 
@@ -194,7 +196,12 @@ def fake_safetensors():
     """safetensors.torch.load_file over torch.save files (CI has no safetensors)."""
     package = types.ModuleType("safetensors")
     module = types.ModuleType("safetensors.torch")
-    module.load_file = lambda path, device="cpu": torch.load(path, map_location=device, weights_only=True)
+
+    def load_file(path, device="cpu"):
+        with open(path, "rb") as handle:       # a file object: torch.load would hand a *.safetensors path back here
+            return torch.load(handle, map_location=device, weights_only=True)
+
+    module.load_file = load_file
     package.torch = module
     return {"safetensors": package, "safetensors.torch": module}
 

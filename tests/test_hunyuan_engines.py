@@ -234,6 +234,69 @@ def test_shape_maps_every_request_field(hy3dgen):
     assert len(steps) == 7 and steps[-1] == "denoising step 7 of 7"
 
 
+@pytest.mark.parametrize("engine_class", [Hunyuan2Engine, Hunyuan2MiniEngine])
+def test_null_steps_run_the_engines_tuned_default_and_the_job_records_it(hy3dgen, engine_class):
+    library, settings = hy3dgen
+    job, events = make_job()                                   # num_inference_steps left out: null
+    assert job.request.num_inference_steps is None
+    engine_class(settings).generate_shape(job)
+    assert library.named("from_pretrained")[0]["subfolder"] == engine_class.shape_model.subfolder
+    assert library.named("pipeline")[0]["num_inference_steps"] == 50     # upstream's default, not 5
+    assert job.request.num_inference_steps == 50                         # what meta.json will say
+    assert [m for _s, _f, m in events if "denoising step" in m][-1] == "denoising step 50 of 50"
+    assert not library.named("enable_flashvdm")
+
+
+def test_high_preset_runs_more_steps_and_a_finer_octree(hy3dgen):
+    library, settings = hy3dgen
+    job, _events = make_job({"preset": "high"})
+    Hunyuan2Engine(settings).generate_shape(job)
+    call = library.named("pipeline")[0]
+    assert call["num_inference_steps"] == 75 and call["octree_resolution"] == 384
+    assert library.named("from_pretrained")[0]["subfolder"] == "hunyuan3d-dit-v2-0"
+    job, _events = make_job({"preset": "high", "octree_resolution": 320, "num_inference_steps": 12})
+    Hunyuan2Engine(settings).generate_shape(job)
+    assert library.named("pipeline")[1]["num_inference_steps"] == 12          # explicit fields win
+    assert library.named("pipeline")[1]["octree_resolution"] == 320
+
+
+@pytest.mark.parametrize("engine_class,turbo,vae", [
+    (Hunyuan2Engine, "hunyuan3d-dit-v2-0-turbo", "hunyuan3d-vae-v2-0-turbo"),
+    (Hunyuan2MiniEngine, "hunyuan3d-dit-v2-mini-turbo", "hunyuan3d-vae-v2-mini-turbo"),
+])
+def test_fast_preset_runs_the_turbo_model_with_flashvdm(hy3dgen, engine_class, turbo, vae):
+    library, settings = hy3dgen
+    root = os.path.join(settings["weights_dir"], engine_class.spec.repo_id)
+    engine = engine_class(settings)
+    with pytest.raises(Gen3DError) as caught:                 # turbo weights not there yet
+        engine.generate_shape(make_job({"preset": "fast"})[0])
+    assert caught.value.code == ENGINE_UNAVAILABLE and "%s/config.yaml" % turbo in caught.value.message
+    assert "python -m backend_local install %s" % engine.name in caught.value.message
+
+    fakes.make_weights(settings["weights_dir"], *engine_class.variant_files(engine_class.spec.shape["fast"]))
+    written = fakes.write_vae_folder(os.path.join(root, vae), seed=3)
+    job, _events = make_job({"preset": "fast"})
+    engine.generate_shape(job)
+    assert library.named("from_pretrained")[0]["subfolder"] == turbo
+    flash = library.named("enable_flashvdm")[0]
+    assert flash["enabled"] and flash["replace_vae"] is False and flash["mc_algo"] == "mc"
+    call = library.named("pipeline")[0]
+    assert call["num_inference_steps"] == 5 and job.request.num_inference_steps == 5
+    assert torch.equal(call["vae"].post_kl.weight, written) and call["vae"].flashvdm     # the turbo VAE decodes
+
+    engine.generate_shape(make_job()[0])                        # balanced again: the standard model
+    assert [c["subfolder"] for c in library.named("from_pretrained")] == [turbo, engine_class.shape_model.subfolder]
+    assert library.named("pipeline")[1]["num_inference_steps"] == 50
+
+
+def test_21_fast_has_no_turbo_model(hy21):
+    library, settings = hy21
+    job, _events = make_job({"preset": "fast"})
+    Hunyuan21Engine(settings).generate_shape(job)
+    assert library.named("from_pretrained")[0]["subfolder"] == "hunyuan3d-dit-v2-1"
+    assert library.named("pipeline")[0]["num_inference_steps"] == 30 and not library.named("enable_flashvdm")
+
+
 def test_library_runs_in_a_private_folder_inside_the_job(hy3dgen):
     library, settings = hy3dgen
     work = tempfile.mkdtemp()
@@ -358,6 +421,9 @@ def test_21_shape_loads_the_ckpt_and_runs_with_the_repo_on_the_path(hy21):
     shape = engine.generate_shape(make_job({"seed": 9, "num_inference_steps": 3})[0])
     loaded = library.named("from_pretrained")[0]
     assert loaded["subfolder"] == "hunyuan3d-dit-v2-1" and loaded["use_safetensors"] is False
+    job = make_job()[0]
+    engine.generate_shape(job)
+    assert library.named("pipeline")[1]["num_inference_steps"] == 50 == job.request.num_inference_steps
     assert library.named("pipeline")[0]["generator"].initial_seed() == 9
     assert trimesh.Trimesh(shape.vertices, shape.faces, process=False).is_watertight
     assert os.path.join(settings["repo"], "hy3dshape") not in sys.path     # only while the library runs
@@ -413,6 +479,10 @@ def test_mixed_mode_job_hunyuan_shape_builtin_texture(hy3dgen, monkeypatch, tmp_
     out = str(tmp_path / "job")
     manifest = pipeline.run(request, out)
     assert manifest["engine"] == {"shape": "hunyuan3d-2mini", "texture": "builtin"}
+    with open(os.path.join(out, "meta.json")) as handle:
+        params = json.load(handle)["params"]
+    assert params["num_inference_steps"] == 50 and params["guidance_scale"] == 5.0     # the values used
+    assert params["octree_resolution"] == 256 and params["preset"] is None
     assert manifest["mesh"]["faces"] <= 3000
     assert sorted(os.listdir(out)) == ["albedo.png", "ao.png", "input.png", "mesh.glb", "meta.json", "metallic.png",
                                        "normal.png", "roughness.png"]
