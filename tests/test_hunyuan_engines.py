@@ -488,3 +488,31 @@ def test_mixed_mode_job_hunyuan_shape_builtin_texture(hy3dgen, monkeypatch, tmp_
                                        "normal.png", "roughness.png"]
     with Image.open(os.path.join(out, "metallic.png")) as metallic:
         assert metallic.size == (256, 256)
+
+
+def test_21_job_puts_roughness_in_green_and_metallic_in_blue_of_the_glb(hy21, monkeypatch, tmp_path):
+    """The paint model's MR image is R = constant, G = roughness, B = metallic (its training renders); the
+    double's R, G, B all differ, so each map shows which channel it came from, and the GLB's
+    metallicRoughness texture must hold roughness in G and metallic in B (glTF)."""
+    from bench.render_psnr import read_glb
+    from backend_local.pipeline import Pipeline
+
+    library, settings = hy21
+    monkeypatch.setattr(Hunyuan21Engine, "painter_needs_cuda", False)
+    for name, path in HUNYUAN_ENGINES.items():
+        monkeypatch.setitem(registry.ENGINES, name, path)
+    request = parse_request({"image_path": data("mug", "input.png"), "engine": "hunyuan3d-2.1", "face_count": 3000,
+                             "texture_size": 256})
+    out = str(tmp_path / "job")
+    manifest = Pipeline("cpu", settings={"hunyuan3d-2.1": settings}).run(request, out)
+    assert manifest["engine"] == {"shape": "hunyuan3d-2.1", "texture": "hunyuan3d-2.1"}
+    # the painter's own map_Pm file is its red channel, the constant: what we must not have read
+    with Image.open(os.path.join(out, "metallic.png")) as metallic, \
+            Image.open(os.path.join(out, "roughness.png")) as roughness:
+        assert np.abs(np.asarray(metallic, int) - fakes.MR_21[2]).max() <= 1
+        assert np.abs(np.asarray(roughness, int) - fakes.MR_21[1]).max() <= 1
+    _vertices, _faces, _uvs, images = read_glb(os.path.join(out, "mesh.glb"))
+    orm = np.asarray(images["metallicRoughness"].convert("RGB")).astype(int)
+    assert np.abs(orm[..., 1] - fakes.MR_21[1]).max() <= 1      # G roughness
+    assert np.abs(orm[..., 2] - fakes.MR_21[2]).max() <= 1      # B metallic
+    assert library.named("paint21")
