@@ -516,3 +516,44 @@ def test_21_job_puts_roughness_in_green_and_metallic_in_blue_of_the_glb(hy21, mo
     assert np.abs(orm[..., 1] - fakes.MR_21[1]).max() <= 1      # G roughness
     assert np.abs(orm[..., 2] - fakes.MR_21[2]).max() <= 1      # B metallic
     assert library.named("paint21")
+
+
+# -- hy3dgen as the PyPI wheel (2.0.2) and as GitHub main
+
+
+@pytest.mark.parametrize("flavour", ["pypi", "main"])
+def test_both_hy3dgen_flavours_load_configs_and_checkpoints_written_for_either(monkeypatch, isolated, flavour):
+    """main's ShapeVAE takes the encoder's arguments and has its weights; 2.0.2's takes neither and loads
+    strictly. A config and checkpoint with the encoder (as main writes them) and one without must load on
+    both, through the pipeline's own VAE build and through the turbo VAE for FlashVDM."""
+    library = fakes.install_library(monkeypatch, "hy3dgen", flavour)
+    weights = fakes.make_weights(str(isolated / "weights"), Hunyuan2Engine.shape_model)
+    variant = Hunyuan2Engine.spec.shape["fast"]
+    root = os.path.join(weights, "tencent", "Hunyuan3D-2")
+    for checkpoint_flavour in ("main", "pypi"):
+        library.calls.clear()
+        fakes.write_vae_folder(os.path.join(root, variant.subfolder), checkpoint_flavour, seed=1, prefix="vae.")
+        turbo = fakes.write_vae_folder(os.path.join(root, variant.vae_subfolder), checkpoint_flavour, seed=2)
+        engine = Hunyuan2Engine({"weights_dir": weights})
+        job = make_job({"preset": "fast"})[0]
+        engine.generate_shape(job)
+        built = library.named("vae_init")
+        assert [b["flavour"] for b in built] == [flavour, flavour]      # the pipeline's VAE, then the turbo one
+        vae = library.named("pipeline")[0]["vae"]
+        assert torch.equal(vae.post_kl.weight, turbo.to(vae.post_kl.weight.dtype))
+        assert hasattr(vae, "encoder") == (flavour == "main")
+        assert "load_state_dict" not in vars(vae)           # the tolerant load is gone once used
+
+
+@pytest.mark.parametrize("flavour", ["pypi", "main"])
+def test_painter_is_asked_for_the_standard_paint_model_on_both_flavours(monkeypatch, isolated, flavour):
+    """GitHub main's painter defaults to hunyuan3d-paint-v2-0-turbo, which the engine does not declare; it
+    must be given hunyuan3d-paint-v2-0 explicitly (2.0.2's takes no subfolder and loads that one)."""
+    library = fakes.install_library(monkeypatch, "hy3dgen", flavour)
+    weights = fakes.make_weights(str(isolated / "weights"), Hunyuan2Engine.shape_model, PAINT_MODEL)
+    engine = Hunyuan2Engine({"weights_dir": weights})
+    engine.painter_needs_cuda = False
+    job = make_job({"texture_size": 256})[0]
+    result = engine.generate_texture(job, engine.generate_shape(job))
+    assert library.named("paint_from_pretrained")[0]["subfolder"] == "hunyuan3d-paint-v2-0"
+    assert result.maps["albedo"].shape == (256, 256, 3)
