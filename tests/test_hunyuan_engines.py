@@ -557,3 +557,34 @@ def test_painter_is_asked_for_the_standard_paint_model_on_both_flavours(monkeypa
     result = engine.generate_texture(job, engine.generate_shape(job))
     assert library.named("paint_from_pretrained")[0]["subfolder"] == "hunyuan3d-paint-v2-0"
     assert result.maps["albedo"].shape == (256, 256, 3)
+
+
+# -- what the installer reads
+
+
+def test_declared_weights_cover_every_file_the_engines_look_for():
+    """WEIGHTS (what `install` downloads) must include every model folder availability and the presets
+    need, the turbo ones included, or an installed engine would still be unavailable."""
+    import fnmatch
+
+    from backend_local.engines import hunyuan_specs as specs
+
+    needed = {"hunyuan3d-2.1": [SHAPE21, PAINT21, DINO_MODEL], "hunyuan3d-2": [PAINT_MODEL],
+              "hunyuan3d-2mini": []}
+    for engine_class in (Hunyuan2Engine, Hunyuan2MiniEngine):
+        for variant in engine_class.spec.shape.values():
+            needed[engine_class.name] += engine_class.variant_files(variant)
+    for engine, models in needed.items():
+        declared = specs.WEIGHTS[engine]
+        for model in models:
+            for entry in model.files:
+                path = "/".join(part for part in (model.subfolder, entry.split("|")[0]) if part)
+                assert any(w.repo_id == model.repo_id and any(fnmatch.fnmatch(path, pattern)
+                                                                for pattern in w.allow_patterns)
+                           for w in declared), (engine, model.repo_id, path)
+    assert "hunyuan3d-dit-v2-0-turbo/*" in specs.WEIGHTS["hunyuan3d-2"][0].allow_patterns
+    assert "hunyuan3d-vae-v2-mini-turbo/*" in specs.WEIGHTS["hunyuan3d-2mini"][0].allow_patterns
+    assert any(p.startswith("pytorch-lightning") for p in specs.HUNYUAN_21.packages["texture"])
+    assert any(p.startswith("pytorch-lightning") for p in specs.PACKAGES["hunyuan3d-2.1"])
+    assert "hunyuanpaintpbr" in specs.HUNYUAN_21.import_chains["texture"]
+    assert specs.shape_variant("hunyuan3d-2.1", "fast").subfolder == "hunyuan3d-dit-v2-1"     # no turbo for 2.1

@@ -68,15 +68,16 @@ def vae_arguments(vae_class, params):
     return dict(params) if accepted is None else {k: v for k, v in params.items() if k in accepted}
 
 
-def load_vae_weights(vae, state):
+def load_vae_weights(vae, state, strict=True):
     """Load a ShapeVAE state dict whether or not the checkpoint and the class have the encoder: encoder
     weights the class lacks are dropped, encoder weights the checkpoint lacks stay as built (the
-    released checkpoints carry none), and anything else that does not match is an error."""
+    released checkpoints carry none). With `strict` (as the library asked), anything else that does not
+    match is an error, as it would have been."""
     own = set(vae.state_dict())
     state = {key: value for key, value in state.items() if key in own or not key.startswith(ENCODER_PREFIX)}
     missing, unexpected = vae.load_state_dict(state, strict=False)
     missing = [key for key in missing if not key.startswith(ENCODER_PREFIX)]
-    if missing or unexpected:
+    if strict and (missing or unexpected):
         raise Gen3DError(ENGINE_UNAVAILABLE, "The shape VAE weights do not fit the installed library's ShapeVAE "
                          "(missing %s, unexpected %s); install the pinned library version." % (
                              ", ".join(missing[:5]) or "none", ", ".join(unexpected[:5]) or "none"),
@@ -117,7 +118,7 @@ def compatible_vae(package):
 
 def _tolerant_load(vae, state, strict=True, **_kwargs):
     del vae.load_state_dict          # back to the module's own method for anything later
-    load_vae_weights(vae, state)
+    load_vae_weights(vae, state, strict)
     return [], []
 
 
