@@ -143,6 +143,14 @@ PACKAGES = {name: tuple(dict.fromkeys(p for stage in spec.packages.values() for 
             for name, spec in SPECS.items()}
 
 
+# Files from outside the Hugging Face hub, for the installer: engine -> (url, path inside the source
+# checkout). The 2.1 painter's upscaler is the Real-ESRGAN release upstream's README fetches.
+DOWNLOADS = {
+    "hunyuan3d-2.1": (("https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+                       "hy3dpaint/ckpt/RealESRGAN_x4plus.pth"),),
+}
+
+
 def shape_variant(engine, preset=None):
     """The shape model variant a preset (None: balanced) runs on `engine`."""
     return SPECS[engine].shape[preset or BALANCED]
