@@ -326,3 +326,20 @@ def test_trusted_local_pipelines_trusts_local_folders_only(monkeypatch, tmp_path
     DiffusionPipeline.from_pretrained(str(tmp_path))
     assert calls == [(str(tmp_path), True), ("tencent/Hunyuan3D-2", None), (str(tmp_path), None)]
     assert DiffusionPipeline.__dict__["from_pretrained"] is original
+
+
+def test_painted_from_render_reads_g_as_roughness_and_b_as_metallic_and_halves():
+    """The 2.1 paint model's MR image: R the constant its training renders used, G roughness, B metallic."""
+    mr = np.zeros((4, 6, 3), np.float32)
+    mr[..., 0], mr[..., 1], mr[..., 2] = 1.0, 0.25, 0.75
+    mr[:2, :2, 2] = (0.5, 0.7), (0.9, 0.7)                   # one 2x2 block averages to 0.7
+    albedo = np.full((4, 6, 3), 0.5, np.float32)
+    render = types.SimpleNamespace(tex=torch.from_numpy(albedo), tex_mr=torch.from_numpy(mr),
+                                   get_mesh=lambda normalize=True: (np.zeros((3, 3)), np.array([[0, 1, 2]]),
+                                                                    np.zeros((3, 2)), np.array([[0, 1, 2]])))
+    painted = hunyuan_texture.painted_from_render(render)
+    assert painted["images"]["roughness"].shape == (2, 3, 1)
+    assert np.allclose(painted["images"]["roughness"], 0.25)
+    assert np.allclose(painted["images"]["metallic"][0, 0], 0.7) and np.allclose(painted["images"]["metallic"][1], 0.75)
+    assert np.allclose(painted["images"]["albedo"], 0.5)
+    assert hunyuan_texture.painted_from_render(types.SimpleNamespace(tex=None)) is None

@@ -39,6 +39,15 @@ def _array(texture):
     return np.asarray(texture, dtype=np.float32)
 
 
+def _halved(image):
+    """2x2 box average: the painter bakes at twice the asked size and halves on saving (save_mesh's
+    downsample); done here too, so sampling at our texels does not skip three of every four of its texels."""
+    height, width = image.shape[:2]
+    if height % 2 or width % 2:
+        return image
+    return image.reshape(height // 2, 2, width // 2, 2, -1).mean(axis=(1, 3))
+
+
 def painted_from_render(render):
     """The 2.1 painter's result straight from its renderer after a call: the mesh as it saves it (positions
     in the frame it was given, OBJ-convention UVs) and its float textures, roughness from the MR image's G
@@ -47,7 +56,7 @@ def painted_from_render(render):
             getattr(render, "tex_mr", None) is None:
         return None
     positions, faces, uvs, uv_faces = render.get_mesh(normalize=False)
-    albedo, mr = _array(render.tex), _array(render.tex_mr)
+    albedo, mr = _halved(_array(render.tex)), _halved(_array(render.tex_mr))
     return {"vertices": np.asarray(positions, np.float64), "uvs": np.asarray(uvs, np.float64),
             "faces": np.asarray(faces, np.int64), "uv_faces": np.asarray(uv_faces, np.int64),
             "images": {"albedo": np.clip(albedo[..., :3], 0, 1),
