@@ -11,7 +11,7 @@ import os
 import sys
 
 from shared.errors import Gen3DError
-from shared.request import SHAPE_ENGINES, TEXTURE_ENGINES, parse_request
+from shared.request import PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, parse_request
 
 EXIT_FAILED = 2
 
@@ -33,7 +33,9 @@ def build_parser():
     gen.add_argument("--face-count", type=_positive_int)
     gen.add_argument("--texture-size", type=_positive_int)
     gen.add_argument("--octree-resolution", type=_positive_int)
-    gen.add_argument("--steps", dest="num_inference_steps", type=_positive_int)
+    gen.add_argument("--preset", choices=PRESETS, help="quality preset: the engine's model variant and step count")
+    gen.add_argument("--steps", dest="num_inference_steps", type=_positive_int,
+                     help="diffusion steps (default: the engine's own, e.g. 50, or 5 for a turbo model)")
     gen.add_argument("--guidance-scale", type=float)
     gen.add_argument("--seed", type=_positive_int)
     gen.add_argument("--no-texture", action="store_true")
@@ -54,7 +56,7 @@ def build_parser():
 
 def _request_fields(args, image):
     fields = {"image_path": os.path.abspath(image), "engine": args.engine}
-    for name in ("texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
+    for name in ("preset", "texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
                  "guidance_scale", "seed"):
         value = getattr(args, name)
         if value is not None:

@@ -189,7 +189,8 @@ class Pipeline:
         timings["export"] = time.perf_counter() - t0
         timings["upload"] = 0.0
         timings["total"] = time.perf_counter() - started
-        return build_manifest(staging, job_id, request, shape_engine.name,
+        # job.request: the engines fill null fields with the values they used (meta.json records those).
+        return build_manifest(staging, job_id, job.request, shape_engine.name,
                               texture_engine.name if texture_engine else None, mesh_summary(vertices, faces),
                               timings, devices.describe(self.device), 0.0, frame=upright.FRAME,
                               view=upright.view_record(0.0, elevation))
