@@ -16,9 +16,10 @@ SHAPE_PACKAGES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops
                   "yaml")
 PAINT_PACKAGES = ("hy3dgen", "diffusers", "transformers", "xatlas", "cv2", "trimesh")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-INSTALL_HINT = "pip install 'gen3d[hunyuan]'"
-RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: in a Hunyuan3D-2 checkout run `cd "
-                   "hy3dgen/texgen/custom_rasterizer && python setup.py install` (needs nvcc)")
+INSTALL_HINT = "run `python -m backend_local install hunyuan3d-2` (or hunyuan3d-2mini)"
+RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: run `python -m backend_local install hunyuan3d-2` (needs "
+                   "nvcc), or in a Hunyuan3D-2 checkout `cd hy3dgen/texgen/custom_rasterizer && pip install "
+                   "--no-build-isolation .`")
 
 PAINT_MODEL = hc.ModelFiles("tencent/Hunyuan3D-2", "",
                             ("hunyuan3d-paint-v2-0/model_index.json", "hunyuan3d-delight-v2-0/model_index.json"),

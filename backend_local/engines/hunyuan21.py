@@ -26,7 +26,7 @@ SHAPE_PACKAGES = ("diffusers", "transformers", "torchvision", "timm", "einops", 
 PAINT_PACKAGES = ("diffusers", "transformers", "torchvision", "omegaconf", "xatlas", "pymeshlab", "trimesh", "cv2",
                   "realesrgan", "basicsr")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-INSTALL_HINT = "pip install 'gen3d[hunyuan]'; the painter also needs realesrgan and basicsr"
+INSTALL_HINT = "run `python -m backend_local install hunyuan3d-2.1`"
 MAX_PAINT_TEXTURE = 4096   # the painter bakes at twice our size up to this, then halves its own output
 
 
@@ -61,8 +61,9 @@ class Hunyuan21Engine(hc.HunyuanEngine):
     def _repo_problem(self, part, marker):
         repo = self.repo()
         if not repo:
-            return ("the Hunyuan3D-2.1 code is not configured: set %s (or the engine setting 'repo') to a checkout "
-                    "of the Tencent-Hunyuan/Hunyuan3D-2.1 repository" % hc.REPO21_ENV)
+            return ("the Hunyuan3D-2.1 code is not configured: run `python -m backend_local install hunyuan3d-2.1` "
+                    "(fetches it), or set %s (or the engine setting 'repo') to a checkout of the "
+                    "Tencent-Hunyuan/Hunyuan3D-2.1 repository" % hc.REPO21_ENV)
         if not os.path.isfile(os.path.join(repo, part, marker)):
             return "%s is not a Hunyuan3D-2.1 checkout: %s/%s is missing" % (repo, part, marker)
         return ""
@@ -83,17 +84,19 @@ class Hunyuan21Engine(hc.HunyuanEngine):
         missing = hc.missing_modules(PAINT_PACKAGES)
         problems.append(hc.modules_missing(missing, INSTALL_HINT) if missing else "")
         if hc.missing_modules(RASTERIZER_MODULES):
-            problems.append("missing custom_rasterizer, the painter's compiled CUDA rasterizer: run `cd "
-                            "hy3dpaint/custom_rasterizer && pip install -e .` in the Hunyuan3D-2.1 checkout")
+            problems.append("missing custom_rasterizer, the painter's compiled CUDA rasterizer: run `python -m "
+                            "backend_local install hunyuan3d-2.1` (needs nvcc), or in the Hunyuan3D-2.1 checkout `cd "
+                            "hy3dpaint/custom_rasterizer && pip install --no-build-isolation .`")
         if folders and not glob.glob(os.path.join(folders[1], "DifferentiableRenderer", "mesh_inpaint_processor*.so")):
-            problems.append("missing the compiled mesh_inpaint_processor: run `cd hy3dpaint/DifferentiableRenderer "
-                            "&& bash compile_mesh_painter.sh` in the Hunyuan3D-2.1 checkout")
+            problems.append("missing the compiled mesh_inpaint_processor: run `python -m backend_local install "
+                            "hunyuan3d-2.1`, which builds it in the checkout's hy3dpaint/DifferentiableRenderer")
         problems.append(self.cuda_problem())
         for model in (PAINT_MODEL, DINO_MODEL):
             root, searched = hc.locate(model, self.settings)
             problems.append("" if root else hc.weights_missing(model, searched))
         if not any(os.path.isfile(path) for path in self.realesrgan_candidates()):
-            problems.append("the painter's upscaler checkpoint %s was not found; looked at: %s" % (
+            problems.append("the painter's upscaler checkpoint %s was not found (`python -m backend_local install "
+                            "hunyuan3d-2.1` downloads it); looked at: %s" % (
                 REALESRGAN_FILE, "; ".join(self.realesrgan_candidates()) or "(no repo or weights folder configured)"))
         return [problem for problem in problems if problem]
 

@@ -130,10 +130,13 @@ def weights_missing(model, searched):
     include = " ".join("--include '%s/*'" % folder for folder in folders) if "/" in "".join(model.files) or \
         model.subfolder else ""
     target = "/".join(part for part in (model.repo_id, model.subfolder) if part)
-    return ("%s weights not found: need %s from the Hugging Face repository %s. Looked in: %s. Download them "
-            "(huggingface-cli download %s %s) into one of those folders, or set %s to a folder holding %s."
-            % (model.what, model.describe_files(), model.repo_id, "; ".join(searched), model.repo_id,
-               include, WEIGHTS_ENV, target)).replace("  ", " ").replace(" )", ")")
+    engine = {"tencent/Hunyuan3D-2": "hunyuan3d-2", "tencent/Hunyuan3D-2mini": "hunyuan3d-2mini"}.get(
+        model.repo_id, "hunyuan3d-2.1")
+    return ("%s weights not found: need %s from the Hugging Face repository %s. Looked in: %s. Install them with "
+            "`python -m backend_local install %s`, or download them yourself (hf download %s %s --local-dir "
+            "DIR/%s) and set %s to DIR (a folder holding %s)."
+            % (model.what, model.describe_files(), model.repo_id, "; ".join(searched), engine, model.repo_id,
+               include, model.repo_id, WEIGHTS_ENV, target)).replace("  ", " ").replace(" )", ")")
 
 
 def missing_modules(names, paths=None):
@@ -177,7 +180,7 @@ def import_library(module, what, paths=()):
             return importlib.import_module(module)
     except ImportError as exc:
         raise Gen3DError(ENGINE_UNAVAILABLE, "%s could not be imported (%s: %s). Install the engine's packages: "
-                         "pip install 'gen3d[hunyuan]' (see backend_local/engines/HUNYUAN.md)."
+                         "python -m backend_local install <engine> (see backend_local/engines/HUNYUAN.md)."
                          % (what, module, exc), retryable=False)
 
 
@@ -197,8 +200,9 @@ def offline(local_repos):
             return local_repos[repo_id]
         if os.path.isdir(str(repo_id)):
             return str(repo_id)
-        raise Gen3DError(ENGINE_UNAVAILABLE, "The library asked to download %s; Gen3D never downloads weights. "
-                         "Put them in %s or the Hugging Face cache." % (repo_id, WEIGHTS_ENV), retryable=False)
+        raise Gen3DError(ENGINE_UNAVAILABLE, "The library asked to download %s; Gen3D never downloads weights while "
+                         "it runs. Install them with `python -m backend_local install <engine>`, or put them in %s or "
+                         "the Hugging Face cache." % (repo_id, WEIGHTS_ENV), retryable=False)
 
     saved_env = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
