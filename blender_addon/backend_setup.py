@@ -61,15 +61,16 @@ def has_nvidia_driver(which=shutil.which):
     return which("nvidia-smi") is not None
 
 
-def torch_install_args(nvidia, platform=sys.platform):
-    """(pip arguments after `install`, a words-description of the build)."""
+def torch_install_args(nvidia, platform=sys.platform, cpu_index=TORCH_CPU_INDEX):
+    """(pip arguments after `install`, a words-description of the build). cpu_index: where the CPU build
+    comes from (PyTorch's index; a mirror where that cannot be reached)."""
     if platform == "darwin":
         return [TORCH_SPEC], "torch for macOS"
     if nvidia:
         if platform == "win32":
             return [TORCH_SPEC, "--index-url", TORCH_CUDA_INDEX_WINDOWS], "torch with CUDA"
         return [TORCH_SPEC], "torch with CUDA"
-    return [TORCH_SPEC, "--index-url", TORCH_CPU_INDEX], "torch for the CPU (no NVIDIA driver found)"
+    return [TORCH_SPEC, "--index-url", cpu_index], "torch for the CPU (no NVIDIA driver found)"
 
 
 def _probe(python, code):
@@ -127,10 +128,17 @@ def find_base_python(candidates):
 class PipOutput:
     """Turns pip's output lines into a message and a rough fraction of the step."""
 
+    # Resolving and downloading fill the first part of a step (how many packages come is not known in
+    # advance, so each one moves the bar a little less); unpacking them ("Installing collected
+    # packages", often the longest silent part) the rest.
+    RESOLVE_SHARE = 0.7
+    INSTALLING = 0.75
+
     def __init__(self):
         self.events = 0
         self.errors = []
         self.current = ""
+        self.installing = False
 
     def feed(self, line):
         """(fraction of the step 0..1 or None, message or None) for one line."""
@@ -143,24 +151,30 @@ class PipOutput:
         if text.startswith("ERROR:"):
             self.errors.append(text)
             return None, None
+        if text.startswith("Installing collected packages:"):
+            self.installing = True
+            return self.INSTALLING, ("installing " + text.split(":", 1)[1].strip())[:120]
+        if text.startswith("Successfully installed"):
+            return 1.0, text[:120]
         for prefix, verb in (("Collecting ", "collecting"), ("Downloading ", "downloading"),
-                             ("Installing collected packages:", "installing"), ("Building wheel", "building"),
-                             ("Successfully installed", "installed")):
-            if text.startswith(prefix):
+                             ("Processing ", "unpacking"), ("Building wheel", "building")):
+            if text.startswith(prefix) and not self.installing:
                 self.events += 1
                 rest = text[len(prefix):].strip()
-                if verb == "downloading":
-                    self.current = rest.split(" ")[0].split("/")[-1]
+                if verb in ("downloading", "unpacking"):
+                    self.current = os.path.basename(rest.split(" ")[0])
                 message = "%s %s" % (verb, rest) if rest else verb
-                return min(0.95, 1.0 - 0.85 ** self.events), message[:120]
+                return self.RESOLVE_SHARE * (1.0 - 0.9 ** self.events), message[:120]
         return None, None
 
 
 class SetupTask(BackgroundTask):
     title = "local backend set-up"
 
-    def __init__(self, env_dir, source_dir, log_path, candidates=(), nvidia=None, platform=sys.platform):
+    def __init__(self, env_dir, source_dir, log_path, candidates=(), nvidia=None, platform=sys.platform,
+                 torch_cpu_index=TORCH_CPU_INDEX):
         super().__init__(log_path)
+        self.torch_cpu_index = torch_cpu_index
         self.env_dir = env_dir
         self.source_dir = source_dir
         self.candidates = list(candidates)
@@ -218,7 +232,7 @@ class SetupTask(BackgroundTask):
         if has_torch:
             self.log("keeping torch %s" % has_torch.splitlines()[-1])
         else:
-            args, label = torch_install_args(self.nvidia, self.platform)
+            args, label = torch_install_args(self.nvidia, self.platform, self.torch_cpu_index)
             self._step("torch", 0.0, "installing %s (large download)" % label)
             self._pip("torch", args + progress, label)
 

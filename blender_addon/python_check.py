@@ -8,6 +8,7 @@ builtin; not installed: ..."). No bpy here; the child imports torch, so callers 
 import json
 import os
 import subprocess
+import threading
 from dataclasses import dataclass, field
 
 from .worker_process import WorkerProcess
@@ -121,3 +122,52 @@ def _answer(stdout):
             except ValueError:
                 return None
     return None
+
+
+class CheckCache:
+    """Check results by (python, backend_dir), each check on its own thread; thread-safe."""
+
+    def __init__(self, check=check_python):
+        self._check = check
+        self._lock = threading.Lock()
+        self._results = {}
+        self._running = set()
+
+    def get(self, python, backend_dir=""):
+        with self._lock:
+            return self._results.get((python, backend_dir))
+
+    def running(self, python, backend_dir=""):
+        with self._lock:
+            return (python, backend_dir) in self._running
+
+    def any_running(self):
+        with self._lock:
+            return bool(self._running)
+
+    def put(self, result, backend_dir=""):
+        with self._lock:
+            self._results[(result.python, backend_dir)] = result
+
+    def start(self, python, backend_dir="", on_done=None):
+        """Check in the background unless that check is already running; returns the thread or None."""
+        key = (python, backend_dir)
+        with self._lock:
+            if key in self._running:
+                return None
+            self._running.add(key)
+
+        def work():
+            try:
+                result = self._check(python, backend_dir)
+            except Exception as exc:        # never leave the preferences saying "checking..." forever
+                result = CheckResult(python=python, problem="Checking %s failed (%s). %s" % (python, exc, SET_UP_HINT))
+            with self._lock:
+                self._results[key] = result
+                self._running.discard(key)
+            if on_done is not None:
+                on_done(result)
+
+        thread = threading.Thread(target=work, name="gen3d-python-check", daemon=True)
+        thread.start()
+        return thread
