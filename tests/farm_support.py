@@ -13,8 +13,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Short enough that a lost worker's job comes back within seconds; longer than any test job.
-FARM_ENV = {"GEN3D_FARM_VISIBILITY_S": "45", "GEN3D_FARM_RESTORE_INTERVAL_S": "1"}
-WORKER_JOB_TIMEOUT_S = 40
+FARM_ENV = {"GEN3D_FARM_VISIBILITY_S": "110", "GEN3D_FARM_RESTORE_INTERVAL_S": "1"}
+WORKER_JOB_TIMEOUT_S = 100
 
 
 def free_port():
