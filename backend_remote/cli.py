@@ -6,9 +6,12 @@ reads its own options from the command line.
 """
 
 import argparse
+import os
 import sys
 
 from shared.errors import Gen3DError
+
+QUEUE_ENV = "GEN3D_QUEUE_URL"
 
 
 def build_parser():
@@ -34,11 +37,14 @@ def build_parser():
     serve.add_argument("--job-timeout", type=int, default=3600, metavar="SECONDS",
                        help="a running job is stopped as TIMED_OUT after this long (default 3600)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    serve.add_argument("--queue", default=None, metavar="redis://HOST:PORT/N",
+    serve.add_argument("--queue", default=os.environ.get(QUEUE_ENV) or None, metavar="redis://HOST:PORT/N",
                        help="farm mode: put jobs on this Redis queue for `worker` processes instead of running "
-                            "them here (needs --storage s3://...; see backend_remote/DEPLOY.md)")
+                            "them here (default $%s; needs --storage s3://...; see backend_remote/DEPLOY.md)"
+                            % QUEUE_ENV)
     worker = sub.add_parser("worker", help="farm worker: runs queued jobs on one device (one per GPU)")
-    worker.add_argument("--queue", required=True, metavar="redis://HOST:PORT/N", help="the server's --queue")
+    worker.add_argument("--queue", default=os.environ.get(QUEUE_ENV) or None, required=not os.environ.get(QUEUE_ENV),
+                        metavar="redis://HOST:PORT/N",
+                        help="the server's --queue (default $%s, which keeps a password out of `ps`)" % QUEUE_ENV)
     worker.add_argument("--storage", required=True, metavar="s3://bucket/prefix",
                         help="the server's --storage (endpoint and keys from the environment)")
     worker.add_argument("--device", default="auto", help="one device: auto, cpu, cuda or cuda:N (default auto)")
