@@ -1,13 +1,17 @@
-"""Command line: `python -m backend_remote serve ...` (the self-hosted server).
+"""Command line: `python -m backend_remote serve ...` (the self-hosted server) and
+`python -m backend_remote worker ...` (a farm worker, with `serve --queue`).
 
 The RunPod worker has its own entry point, `python -m backend_remote.handler`, because RunPod's SDK
 reads its own options from the command line.
 """
 
 import argparse
+import os
 import sys
 
 from shared.errors import Gen3DError
+
+QUEUE_ENV = "GEN3D_QUEUE_URL"
 
 
 def build_parser():
@@ -33,6 +37,22 @@ def build_parser():
     serve.add_argument("--job-timeout", type=int, default=3600, metavar="SECONDS",
                        help="a running job is stopped as TIMED_OUT after this long (default 3600)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    serve.add_argument("--queue", default=os.environ.get(QUEUE_ENV) or None, metavar="redis://HOST:PORT/N",
+                       help="farm mode: put jobs on this Redis queue for `worker` processes instead of running "
+                            "them here (default $%s; needs --storage s3://...; see backend_remote/DEPLOY.md)"
+                            % QUEUE_ENV)
+    worker = sub.add_parser("worker", help="farm worker: runs queued jobs on one device (one per GPU)")
+    worker.add_argument("--queue", default=os.environ.get(QUEUE_ENV) or None, required=not os.environ.get(QUEUE_ENV),
+                        metavar="redis://HOST:PORT/N",
+                        help="the server's --queue (default $%s, which keeps a password out of `ps`)" % QUEUE_ENV)
+    worker.add_argument("--storage", required=True, metavar="s3://bucket/prefix",
+                        help="the server's --storage (endpoint and keys from the environment)")
+    worker.add_argument("--device", default="auto", help="one device: auto, cpu, cuda or cuda:N (default auto)")
+    worker.add_argument("--job-timeout", type=float, default=3600, metavar="SECONDS",
+                        help="stop a job as TIMED_OUT after this long (default 3600)")
+    worker.add_argument("--name", default=None, help="worker name (default gen3d-<device>@<hostname>)")
+    worker.add_argument("--work-dir", default=None, metavar="DIR", help="scratch folder (default: a temp folder)")
+    worker.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser
 
 
@@ -45,7 +65,7 @@ def cmd_serve(args):
         state = build_state(args.api_key_file, args.data_dir, args.storage,
                             devices=[d.strip() for d in args.device.split(",") if d.strip()],
                             retention_s=args.retention_hours * 3600, url_expiry_s=args.url_expiry,
-                            public_url=args.public_url, job_timeout_s=args.job_timeout)
+                            public_url=args.public_url, job_timeout_s=args.job_timeout, queue_url=args.queue)
     except (Gen3DError, ValueError) as exc:
         print("error: %s" % (exc.message if isinstance(exc, Gen3DError) else exc), file=sys.stderr)
         return 2
@@ -55,4 +75,7 @@ def cmd_serve(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        from .farm.worker import main as worker_main
+        return worker_main(args)
     return cmd_serve(args)

@@ -190,9 +190,10 @@ def _too_large():
 
 
 def build_state(api_key_file, data_dir, storage_spec=None, devices=("auto",), retention_s=24 * 3600,
-                url_expiry_s=3600, public_url=None, job_timeout_s=3600):
+                url_expiry_s=3600, public_url=None, job_timeout_s=3600, queue_url=None):
     """Everything the server needs, loaded before it starts listening (so a bad key file, storage
-    setting or device stops it at once instead of failing every job)."""
+    setting or device stops it at once instead of failing every job). With `queue_url` the jobs go
+    to farm workers through Celery (backend_remote/farm) instead of running here."""
     from backend_local.fetch import ALLOW_ENV
     from backend_local.pipeline import Pipeline
 
@@ -205,16 +206,22 @@ def build_state(api_key_file, data_dir, storage_spec=None, devices=("auto",), re
     data_dir = os.path.abspath(os.path.expanduser(data_dir))
     os.makedirs(data_dir, exist_ok=True)
     api_keys = load_api_keys(api_key_file)
+    if queue_url and not (storage_spec or "").startswith("s3://"):
+        raise ValueError("farm mode (--queue) needs --storage s3://bucket/prefix: the workers upload the results")
     storage = open_storage(storage_spec, data_dir, url_expiry_s)
     try:
         storage.check()
     except Gen3DError as exc:       # storage may come back; jobs will report STORAGE until it does
         print("[gen3d] warning: %s" % exc.message, flush=True)
-    pipelines = {}
-    for name in devices:
-        pipeline = Pipeline(name)
-        pipelines.setdefault(str(pipeline.device), pipeline)
     store = job_store.JobStore(os.path.join(data_dir, "jobs.sqlite3"))
-    scheduler = Scheduler(store, storage, os.path.join(data_dir, "work"), pipelines, job_timeout_s)
+    if queue_url:
+        from .farm.scheduler import FarmScheduler
+        scheduler = FarmScheduler(store, storage, queue_url, data_dir, job_timeout_s)
+    else:
+        pipelines = {}
+        for name in devices:
+            pipeline = Pipeline(name)
+            pipelines.setdefault(str(pipeline.device), pipeline)
+        scheduler = Scheduler(store, storage, os.path.join(data_dir, "work"), pipelines, job_timeout_s)
     janitor = Janitor(store, storage, retention_s)
     return ServerState(api_keys, store, storage, scheduler, janitor, public_url)

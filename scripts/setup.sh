@@ -47,3 +47,9 @@ if [[ ",$EXTRAS," == *",test,"* ]] && [ ! -d node_modules/gltf-validator ]; then
     exit 1
   fi
 fi
+
+if [[ ",$EXTRAS," == *",remote,"* ]] && ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  # Farm mode's tests start a real redis-server (Debian's package); a deployment uses its own Redis.
+  echo "installing Debian's redis-server package" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
