@@ -69,6 +69,8 @@ class Scheduler:
         with self._cond:
             self._queue.extend(self.store.queued_ids())
         for device, pipeline in self.pipelines.items():
+            if hasattr(pipeline, "start"):        # a DeviceProcess: its child loads the models meanwhile
+                pipeline.start()
             thread = threading.Thread(target=self._work, args=(device, pipeline), name="gen3d-%s" % device,
                                       daemon=True)
             thread.start()
@@ -84,6 +86,9 @@ class Scheduler:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+        for pipeline in self.pipelines.values():
+            if hasattr(pipeline, "close"):
+                pipeline.close()
 
     # requests -------------------------------------------------------------------------------
     def submit(self, request_data):
@@ -109,7 +114,7 @@ class Scheduler:
             self.store.cancel(job_id)
             running = self._running.get(job_id)
             if running is not None:
-                running.cancel.set()          # the pipeline stops at its next step
+                running.cancel.set()          # stops at the next step, or the device process is killed
             self._cond.notify_all()
         return self.store.get(job_id)
 

@@ -28,6 +28,7 @@ from shared.request import MAX_IMAGE_BYTES
 from shared.version import __version__
 
 from . import job_store
+from .device_process import DeviceProcess
 from .retention import Janitor
 from .scheduler import Scheduler
 from .storage import content_type
@@ -193,8 +194,8 @@ def build_state(api_key_file, data_dir, storage_spec=None, devices=("auto",), re
                 url_expiry_s=3600, public_url=None, job_timeout_s=3600):
     """Everything the server needs, loaded before it starts listening (so a bad key file, storage
     setting or device stops it at once instead of failing every job)."""
+    from backend_local.device import resolve_device
     from backend_local.fetch import ALLOW_ENV
-    from backend_local.pipeline import Pipeline
 
     from .auth import load_api_keys
     from .storage import open_storage
@@ -211,9 +212,9 @@ def build_state(api_key_file, data_dir, storage_spec=None, devices=("auto",), re
     except Gen3DError as exc:       # storage may come back; jobs will report STORAGE until it does
         print("[gen3d] warning: %s" % exc.message, flush=True)
     pipelines = {}
-    for name in devices:
-        pipeline = Pipeline(name)
-        pipelines.setdefault(str(pipeline.device), pipeline)
+    for name in devices:                 # one child process per device: see device_process.py
+        device = str(resolve_device(name))
+        pipelines.setdefault(device, DeviceProcess(device))
     store = job_store.JobStore(os.path.join(data_dir, "jobs.sqlite3"))
     scheduler = Scheduler(store, storage, os.path.join(data_dir, "work"), pipelines, job_timeout_s)
     janitor = Janitor(store, storage, retention_s)

@@ -24,6 +24,8 @@ API_KEY = "test-key-7f3a9c"
 BUCKET = "gen3d-test"
 # Small jobs (about 2 s on CPU); a LONG job (octree 256) runs long enough to be cancelled or killed.
 SMALL = {"face_count": 5000, "texture_size": 512, "octree_resolution": 64}
+# A server whose image_url may reach this machine's image site (tests only).
+LOOPBACK_ENV = {"GEN3D_ALLOW_PRIVATE_URLS": "127.0.0.0/8"}
 LONG = {"face_count": 5000, "texture_size": 512, "octree_resolution": 256}
 
 
