@@ -34,14 +34,14 @@ def new_job_id():
     return uuid.uuid4().hex[:16]
 
 
-def load_source(request):
-    """The raw bytes (or a path) of the request's image."""
+def load_source(request, cancel=None):
+    """The raw bytes (or a path) of the request's image; a download stops as soon as `cancel` is set."""
     if request.image:
         return request.image_bytes()
     if request.image_path:
         return os.path.expanduser(request.image_path)
     from .fetch import fetch_image  # only jobs with image_url need the network
-    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES)
+    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
 
 
 def prepare_output(out_dir):
@@ -135,7 +135,7 @@ class Pipeline:
         # Preprocess: decode, find the object, frame it.
         t0 = time.perf_counter()
         report("preprocess", 0.0, "reading the image")
-        pixels, has_alpha = imageio.open_image(load_source(request))
+        pixels, has_alpha = imageio.open_image(load_source(request, cancel))
         report("preprocess", 0.3, "finding the object")
         rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed,
                                           check=lambda: report("preprocess", 0.3),
