@@ -321,9 +321,12 @@ def draw_local(layout, addon_prefs):
 
 
 def cancel_all():
+    """On unregister: stop what runs, and the timer (it would call into an unregistered add-on)."""
     for task in tasks.values():
         if not task.finished:
             task.cancel()
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
 
 
 classes = (GEN3D_OT_setup_backend, GEN3D_OT_install_engine, GEN3D_OT_cancel_task, GEN3D_OT_check_python,
