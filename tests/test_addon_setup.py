@@ -366,6 +366,7 @@ def test_preferences_in_blender(zips, tmp_path):
     assert report["bad_started"]                      # the field's update callback started the check
     assert report["bad_check"] == ["ERROR", "'%s' is not a working Python (not a python). %s"
                                    % (bad, python_check.SET_UP_HINT)]
+    assert report["choose_result"] == ["FINISHED"] and report["hidden_files_unchanged"]   # the folder button
     assert report["good_check"][0] == "CHECKMARK"
     assert report["good_check"][1].startswith("Gen3D %s, torch 2." % __version__)
     assert "engines: builtin; not installed: hunyuan3d-2.1, hunyuan3d-2, hunyuan3d-2mini" in report["good_check"][1]
