@@ -16,6 +16,7 @@ from bpy.props import StringProperty
 from . import backend_setup, engine_status, prefs
 from .background_task import DONE, FAILED, RUNNING, online_gate
 from .contract import request as contract_request
+from .contract import version as contract_version
 from .engine_install import EngineInstallTask
 from .python_check import CheckCache
 
@@ -261,6 +262,9 @@ def check_line(settings):
         return "TIME", "Checking %s ..." % (settings.python or "the Python")
     if result is None:
         return "QUESTION", "Not checked yet"
+    if result.ok and result.gen3d != contract_version.__version__:
+        return "ERROR", "%s. This add-on is Gen3D %s: press Update local backend (or update that environment)." % (
+            result.summary(), contract_version.__version__)
     return ("CHECKMARK" if result.ok else "ERROR"), result.summary()
 
 
