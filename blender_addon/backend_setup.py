@@ -147,7 +147,10 @@ class PipOutput:
         if match:
             done, total = int(match.group(1)), int(match.group(2))
             share = done / total if total else 0.0
-            return None, "downloading %s: %d%%" % (self.current or "packages", round(100 * share))
+            # the file being downloaded fills the gap up to where the next package would put the bar
+            fraction = None if self.installing or not self.events else (
+                self._resolved(self.events) + share * (self._resolved(self.events + 1) - self._resolved(self.events)))
+            return fraction, "downloading %s: %d%%" % (self.current or "packages", round(100 * share))
         if text.startswith("ERROR:"):
             self.errors.append(text)
             return None, None
@@ -164,8 +167,11 @@ class PipOutput:
                 if verb in ("downloading", "unpacking"):
                     self.current = os.path.basename(rest.split(" ")[0])
                 message = "%s %s" % (verb, rest) if rest else verb
-                return self.RESOLVE_SHARE * (1.0 - 0.9 ** self.events), message[:120]
+                return self._resolved(self.events), message[:120]
         return None, None
+
+    def _resolved(self, events):
+        return self.RESOLVE_SHARE * (1.0 - 0.9 ** events)
 
 
 class SetupTask(BackgroundTask):

@@ -135,6 +135,7 @@ class BackgroundTask:
         Returns the exit code; raises TaskCancelled when cancel() stopped it."""
         self.check_cancelled()
         self.log("$ " + " ".join(argv))
+        started = time.monotonic()
         popen_extra = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
                        if os.name == "nt" else {"start_new_session": True})   # cancel stops pip's children too
         try:
@@ -159,7 +160,7 @@ class BackgroundTask:
         finally:
             with self._lock:
                 self._proc = None
-        self.log("(exit code %s)" % code)
+        self.log("(exit code %s, %.1f s)" % (code, time.monotonic() - started))
         self.check_cancelled()
         return code
 

@@ -16,6 +16,7 @@ from bpy.props import StringProperty
 from . import backend_setup, engine_status, prefs
 from .background_task import DONE, FAILED, RUNNING, online_gate
 from .contract import request as contract_request
+from .contract import version as contract_version
 from .engine_install import EngineInstallTask
 from .python_check import CheckCache
 
@@ -261,6 +262,9 @@ def check_line(settings):
         return "TIME", "Checking %s ..." % (settings.python or "the Python")
     if result is None:
         return "QUESTION", "Not checked yet"
+    if result.ok and result.gen3d != contract_version.__version__:
+        return "ERROR", "%s. This add-on is Gen3D %s: press Update local backend (or update that environment)." % (
+            result.summary(), contract_version.__version__)
     return ("CHECKMARK" if result.ok else "ERROR"), result.summary()
 
 
@@ -321,9 +325,12 @@ def draw_local(layout, addon_prefs):
 
 
 def cancel_all():
+    """On unregister: stop what runs, and the timer (it would call into an unregistered add-on)."""
     for task in tasks.values():
         if not task.finished:
             task.cancel()
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
 
 
 classes = (GEN3D_OT_setup_backend, GEN3D_OT_install_engine, GEN3D_OT_cancel_task, GEN3D_OT_check_python,

@@ -83,7 +83,15 @@ def test_pip_output_moves_the_bar_and_keeps_errors():
     fractions = [parser.feed(line)[0] for line in ("Collecting numpy>=1.24", "  Downloading numpy-2.3.whl (16 MB)",
                                                    "Collecting scipy")]
     assert 0 < fractions[0] < fractions[1] < fractions[2] < backend_setup.PipOutput.RESOLVE_SHARE
-    assert parser.feed("Progress 4194304 of 16777216") == (None, "downloading numpy-2.3.whl: 25%")
+    parser = backend_setup.PipOutput()
+    collected = parser.feed("Collecting torch==2.13.0")[0]
+    downloading = parser.feed("  Downloading torch-2.13.0-cp311-manylinux_2_28_x86_64.whl (900 MB)")[0]
+    quarter, message = parser.feed("Progress 225000000 of 900000000")
+    assert message == "downloading torch-2.13.0-cp311-manylinux_2_28_x86_64.whl: 25%"
+    whole = parser.feed("Progress 900000000 of 900000000")[0]
+    after = parser.feed("Collecting filelock")[0]
+    assert collected < downloading < quarter < whole == pytest.approx(after)    # a big file moves the bar
+    assert quarter == pytest.approx(downloading + 0.25 * (after - downloading))
     assert parser.feed("Installing collected packages: numpy, scipy") == (0.75, "installing numpy, scipy")
     assert parser.feed("Successfully installed numpy-2.3 scipy-1.16")[0] == 1.0
     assert parser.feed("ERROR: No matching distribution found for torch==9") == (None, None)
@@ -366,6 +374,7 @@ def test_preferences_in_blender(zips, tmp_path):
     assert report["bad_started"]                      # the field's update callback started the check
     assert report["bad_check"] == ["ERROR", "'%s' is not a working Python (not a python). %s"
                                    % (bad, python_check.SET_UP_HINT)]
+    assert report["choose_result"] == ["FINISHED"] and report["hidden_files_unchanged"]   # the folder button
     assert report["good_check"][0] == "CHECKMARK"
     assert report["good_check"][1].startswith("Gen3D %s, torch 2." % __version__)
     assert "engines: builtin; not installed: hunyuan3d-2.1, hunyuan3d-2, hunyuan3d-2mini" in report["good_check"][1]

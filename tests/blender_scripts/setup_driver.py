@@ -98,7 +98,9 @@ def scenario_prefs(config, report):
     pump(setup_ui, lambda: not setup_ui.checks.any_running(), 60)
     report["bad_check"] = setup_ui.check_line(setup_ui._settings())
     prefs.backend_dir = config["backend_dir"]
-    prefs.python_path = config["good_python"]
+    hidden = bpy.context.preferences.filepaths.show_hidden_files_datablocks
+    report["choose_result"] = operator_result(lambda: bpy.ops.gen3d.choose_python(filepath=config["good_python"]))
+    report["hidden_files_unchanged"] = bpy.context.preferences.filepaths.show_hidden_files_datablocks == hidden
     pump(setup_ui, lambda: not setup_ui.checks.any_running(), 120)
     report["good_check"] = setup_ui.check_line(setup_ui._settings())
     report["menu_after_check"] = engine_status.status.describe(setup_ui._settings(), "builtin")
