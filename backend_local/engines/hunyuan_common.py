@@ -180,7 +180,8 @@ def import_library(module, what, paths=()):
             return importlib.import_module(module)
     except ImportError as exc:
         raise Gen3DError(ENGINE_UNAVAILABLE, "%s could not be imported (%s: %s). Install the engine's packages: "
-                         "python -m backend_local install <engine> (see backend_local/engines/HUNYUAN.md)."
+                         "`python -m backend_local install <engine>` (the gen3d[hunyuan] packages at tested versions; see "
+                         "backend_local/engines/HUNYUAN.md)."
                          % (what, module, exc), retryable=False)
 
 
