@@ -16,7 +16,7 @@ SHAPE_PACKAGES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops
                   "yaml")
 PAINT_PACKAGES = ("hy3dgen", "diffusers", "transformers", "xatlas", "cv2", "trimesh")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-INSTALL_HINT = ("run `python -m backend_local install hunyuan3d-2` (or hunyuan3d-2mini): it installs the "
+INSTALL_HINT = ("`python -m backend_local install hunyuan3d-2` or `... install hunyuan3d-2mini` installs the "
                 "gen3d[hunyuan] packages at tested versions")
 RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: run `python -m backend_local install hunyuan3d-2` (needs "
                    "nvcc), or in a Hunyuan3D-2 checkout `cd hy3dgen/texgen/custom_rasterizer && pip install "
