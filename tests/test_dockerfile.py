@@ -2,7 +2,6 @@
 lints it; its text keeps the defect-7 fixes; .dockerignore keeps the context to what it copies; and its
 last build step, backend_remote/check_engines.py, runs for real against this machine."""
 
-import json
 import os
 import re
 import shutil

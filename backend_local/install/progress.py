@@ -15,6 +15,14 @@ STAGES = (("check", 0.02), ("packages", 0.18), ("source", 0.05), ("build", 0.15)
           ("verify", 0.03))
 
 
+def human(size):
+    """Bytes for people: 812 KB, 3.4 MB, 7.21 GB."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return "%.*f %s" % (2 if unit == "GB" else 1 if unit == "MB" else 0, size / scale, unit)
+    return "%d bytes" % size
+
+
 class Reporter:
     def __init__(self, json_lines=False, out=None, err=None):
         self.json_lines = json_lines
