@@ -107,15 +107,17 @@ def check(names, gpu_optional=False):
     problems = []
     for name in names:
         spec = ENGINES[name]
-        source = (installed.get(name) or {}).get("source")
+        source = (os.environ.get(spec.source_env) if spec.source_env else None) or \
+            (installed.get(name) or {}).get("source")
         if spec.source and not source:
             problems.append("%s: not installed (no source in %s); run `python -m backend_local install %s`"
                             % (name, record.record_path(), name))
             continue
         problems += ["%s: import %s failed: %s" % (name, module, error)
                      for module, error in import_problems(import_job(spec, source))]
-    env = dict(os.environ)
-    record.apply_to_environment(env)
+    # The environment as the worker sees it: the RunPod handler does not read the install record, so the
+    # image's ENV must point the engines at what was installed (GEN3D_WEIGHTS_DIR, GEN3D_HUNYUAN21_REPO).
+    env = dict(os.environ, GEN3D_INSTALL_RECORD=os.path.join(os.path.dirname(record.record_path()), ".unused"))
     problems += availability_problems(engines_json(env), names, gpu_optional)
     return problems
 

@@ -29,6 +29,7 @@ class Reporter:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.fraction = 0.0
+        self.stage = "check"
         self._bar = None
         self._lock = threading.Lock()
 
@@ -46,6 +47,7 @@ class Reporter:
         """Report `stage_fraction` (0..1) of `stage`, mapped to the whole install."""
         start, share = self.stage_span(stage)
         with self._lock:
+            self.stage = stage
             self.fraction = max(self.fraction, min(1.0, start + share * max(0.0, min(1.0, stage_fraction))))
             if self.json_lines:
                 self._emit({"event": "progress", "stage": stage, "fraction": round(self.fraction, 4),
@@ -71,7 +73,8 @@ class Reporter:
     def note(self, message):
         """A line for people that is not progress (what was skipped, what to know)."""
         if self.json_lines:
-            self._emit({"event": "progress", "stage": "note", "fraction": round(self.fraction, 4), "message": message})
+            self._emit({"event": "progress", "stage": self.stage, "fraction": round(self.fraction, 4),
+                        "message": message})
         else:
             print("         %s" % message, file=self.err, flush=True)
 

@@ -108,9 +108,15 @@ def install(name, reporter, weights_dir=None, source=None):
     pip_step.install_packages(spec, reporter, cuda=torch.version.cuda is not None)
 
     source_dir = None
+    configured = os.environ.get(spec.source_env) if spec.source_env else None
     if spec.source:
         if source:
             source_dir = source_step.use_local(spec.source, source, reporter)
+        elif configured:                                # where the engine will look: use it, or fill it
+            if os.path.isfile(os.path.join(configured, spec.source.marker)):
+                source_dir = source_step.use_local(spec.source, configured, reporter)
+            else:
+                source_dir = source_step.fetch(spec.source, reporter, dest=configured)
         elif entry.get("source") and os.path.isfile(os.path.join(entry["source"], spec.source.marker)) and \
                 source_step.checkout_commit(entry["source"]) in (spec.source.commit, None):
             source_dir = entry["source"]

@@ -85,6 +85,7 @@ class EngineSpec:
     # library_paths are folders of the source checkout put first on sys.path, as the engine does;
     # placeholders are modules the library imports but Gen3D never uses (2.1 imports Blender's bpy).
     modules: tuple = ()
+    source_env: str = ""              # the engine's variable for its checkout: install puts the source there when set
     library_paths: tuple = ()
     placeholders: tuple = field(default=())
 
@@ -115,6 +116,7 @@ ENGINES = {
         packages=COMMON + BUILD_TOOLS + PAINTER21,
         no_build_isolation=("basicsr==1.4.2",),
         source=Source("Tencent-Hunyuan/Hunyuan3D-2.1", HUNYUAN21_COMMIT, "hy3dpaint/textureGenPipeline.py"),
+        source_env="GEN3D_HUNYUAN21_REPO",
         extensions=(
             RASTERIZER21,
             Extension("mesh_inpaint_processor", "pybind", "hy3dpaint/DifferentiableRenderer/mesh_inpaint_processor.cpp",
