@@ -450,3 +450,25 @@ def test_unavailable_engines_point_to_the_install_command(tmp_path, monkeypatch)
         assert not rows[name]["available"]
         assert "python -m backend_local install %s" % name in reason, reason
         assert "huggingface-cli" not in reason and "pip install -e" not in reason and "setup.py install" not in reason
+
+
+def test_source_goes_where_the_engine_looks_and_foreign_files_are_not_overwritten(tmp_path, monkeypatch):
+    checkout = tmp_path / "configured"
+    (checkout / "paint").mkdir(parents=True)
+    (checkout / "paint" / "pipeline.py").write_text("X = 1\n")
+    source = spec.Source("acme/Tiny3D", "b" * 40, "paint/pipeline.py")
+    monkeypatch.setitem(runner.ENGINES, "hunyuan3d-2mini", spec.EngineSpec("hunyuan3d-2mini", packages=("numpy",),
+                                                                            source=source, source_env="GEN3D_TEST_REPO"))
+    monkeypatch.setenv("GEN3D_TEST_REPO", str(checkout))
+    monkeypatch.setenv("GEN3D_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(record.RECORD_ENV, raising=False)
+    _row, _rows, entry = runner.install("hunyuan3d-2mini", quiet()[0])
+    assert entry["source"] == str(checkout)
+    assert record.engine_entry("hunyuan3d-2mini")["source"] == str(checkout)
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(Gen3DError) as caught:
+        source_step.fetch(source, quiet()[0], dest=str(foreign), url=closed_port_url() + "/x.tar.gz")
+    assert caught.value.code == INVALID_INPUT and (foreign / "notes.txt").read_text() == "mine"

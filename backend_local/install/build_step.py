@@ -100,6 +100,7 @@ def pybind_dest(ext, source_dir):
         return os.path.join(source_dir, ext.dest)
     dotted = ext.dest.split(":", 1)[1]
     top, _, rest = dotted.partition(".")
+    importlib.invalidate_caches()                 # installed moments ago by the packages step, in this process
     spec = importlib.util.find_spec(top)          # the top level only: importing hy3dgen.texgen would load torch code
     if spec is None or not spec.submodule_search_locations:
         raise _fail(ext, "the package %s is not installed (the packages step installs it)" % top)

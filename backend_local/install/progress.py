@@ -15,12 +15,21 @@ STAGES = (("check", 0.02), ("packages", 0.18), ("source", 0.05), ("build", 0.15)
           ("verify", 0.03))
 
 
+def human(size):
+    """Bytes for people: 812 KB, 3.4 MB, 7.21 GB."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return "%.*f %s" % (2 if unit == "GB" else 1 if unit == "MB" else 0, size / scale, unit)
+    return "%d bytes" % size
+
+
 class Reporter:
     def __init__(self, json_lines=False, out=None, err=None):
         self.json_lines = json_lines
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.fraction = 0.0
+        self.stage = "check"
         self._bar = None
         self._lock = threading.Lock()
 
@@ -38,6 +47,7 @@ class Reporter:
         """Report `stage_fraction` (0..1) of `stage`, mapped to the whole install."""
         start, share = self.stage_span(stage)
         with self._lock:
+            self.stage = stage
             self.fraction = max(self.fraction, min(1.0, start + share * max(0.0, min(1.0, stage_fraction))))
             if self.json_lines:
                 self._emit({"event": "progress", "stage": stage, "fraction": round(self.fraction, 4),
@@ -63,7 +73,8 @@ class Reporter:
     def note(self, message):
         """A line for people that is not progress (what was skipped, what to know)."""
         if self.json_lines:
-            self._emit({"event": "progress", "stage": "note", "fraction": round(self.fraction, 4), "message": message})
+            self._emit({"event": "progress", "stage": self.stage, "fraction": round(self.fraction, 4),
+                        "message": message})
         else:
             print("         %s" % message, file=self.err, flush=True)
 

@@ -13,6 +13,7 @@ import sys
 from shared.errors import ENGINE_UNAVAILABLE, INVALID_INPUT, Gen3DError
 
 from . import build_step, disk, pip_step, record, source_step, weights_step
+from .progress import human
 from .spec import ENGINES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,7 +63,7 @@ def check(spec, weights_dir, reporter, entry):
         if not (os.path.isfile(path) and os.path.getsize(path) == item.size):
             needed += item.size
     disk.require_space(weights_dir, needed, "the %s weights" % spec.name, stage="check")
-    reporter.progress("check", 1.0, "%.2f GB of weights to download into %s" % (needed / 2**30, weights_dir))
+    reporter.progress("check", 1.0, "%s of weights to download into %s" % (human(needed), weights_dir))
     return listings
 
 
@@ -107,9 +108,15 @@ def install(name, reporter, weights_dir=None, source=None):
     pip_step.install_packages(spec, reporter, cuda=torch.version.cuda is not None)
 
     source_dir = None
+    configured = os.environ.get(spec.source_env) if spec.source_env else None
     if spec.source:
         if source:
             source_dir = source_step.use_local(spec.source, source, reporter)
+        elif configured:                                # where the engine will look: use it, or fill it
+            if os.path.isfile(os.path.join(configured, spec.source.marker)):
+                source_dir = source_step.use_local(spec.source, configured, reporter)
+            else:
+                source_dir = source_step.fetch(spec.source, reporter, dest=configured)
         elif entry.get("source") and os.path.isfile(os.path.join(entry["source"], spec.source.marker)) and \
                 source_step.checkout_commit(entry["source"]) in (spec.source.commit, None):
             source_dir = entry["source"]
@@ -125,7 +132,7 @@ def install(name, reporter, weights_dir=None, source=None):
         reporter.progress("build", 1.0, "no native extensions")
 
     known, downloaded = fetch_weights(spec, weights_dir, reporter, entry, listings)
-    reporter.progress("verify", 0.5, "%.2f GB downloaded; all weight files present at their sizes" % (downloaded / 2**30))
+    reporter.progress("verify", 0.5, "%s downloaded; all weight files present at their sizes" % human(downloaded))
 
     new_entry = {"weights_dir": weights_dir, "source": source_dir, "commit": spec.source.commit if spec.source else None,
                  "packages": list(spec.packages), "weights": known}

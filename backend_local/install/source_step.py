@@ -58,6 +58,10 @@ def fetch(source, reporter, dest=None, url=None):
     if checkout_commit(dest) == source.commit and os.path.isfile(os.path.join(dest, source.marker)):
         reporter.progress("source", 1.0, "%s %s already in %s" % (source.repo, source.commit[:12], dest))
         return dest
+    if os.path.isdir(dest) and os.listdir(dest) and not os.path.isfile(os.path.join(dest, MARKER)):
+        raise Gen3DError(INVALID_INPUT, "%s already holds files that are not a %s checkout; Gen3D will not overwrite "
+                         "them. Empty it, or choose another folder (or pass a checkout with --source)."
+                         % (dest, source.repo), stage="source", retryable=False)
     url = url or source.url
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)

@@ -43,7 +43,7 @@ class Extension:
     name: str
     kind: str
     path: str                 # setup.py folder, or the .cpp file, relative to the checkout
-    module: str               # the import name that proves it is built
+    module: str               # the import name that proves it is built (as the library imports it)
     cuda: bool = False
     dest: str = ""            # pybind only
 
@@ -80,7 +80,14 @@ class EngineSpec:
     weights: tuple = ()
     files: tuple = ()
     onnxruntime: bool = False         # the background remover: onnxruntime-gpu with a CUDA torch, else onnxruntime
-    notes: tuple = field(default=())
+    # What the engine imports when it runs, in order, for the image's build-time check
+    # (backend_remote/check_engines.py): "module" or "module:function" (called, e.g. a compatibility fix).
+    # library_paths are folders of the source checkout put first on sys.path, as the engine does;
+    # placeholders are modules the library imports but Gen3D never uses (2.1 imports Blender's bpy).
+    modules: tuple = ()
+    source_env: str = ""              # the engine's variable for its checkout: install puts the source there when set
+    library_paths: tuple = ()
+    placeholders: tuple = field(default=())
 
 
 COMMON = (
@@ -109,10 +116,11 @@ ENGINES = {
         packages=COMMON + BUILD_TOOLS + PAINTER21,
         no_build_isolation=("basicsr==1.4.2",),
         source=Source("Tencent-Hunyuan/Hunyuan3D-2.1", HUNYUAN21_COMMIT, "hy3dpaint/textureGenPipeline.py"),
+        source_env="GEN3D_HUNYUAN21_REPO",
         extensions=(
             RASTERIZER21,
             Extension("mesh_inpaint_processor", "pybind", "hy3dpaint/DifferentiableRenderer/mesh_inpaint_processor.cpp",
-                      "mesh_inpaint_processor", dest="hy3dpaint/DifferentiableRenderer"),
+                      "DifferentiableRenderer.mesh_inpaint_processor", dest="hy3dpaint/DifferentiableRenderer"),
         ),
         weights=(
             Weights("tencent/Hunyuan3D-2.1", ("hunyuan3d-dit-v2-1/config.yaml", "hunyuan3d-dit-v2-1/model.fp16.ckpt",
@@ -122,6 +130,11 @@ ENGINES = {
         ),
         files=(REALESRGAN,),
         onnxruntime=True,
+        library_paths=("hy3dshape", "hy3dpaint", "."),
+        placeholders=("bpy",),
+        modules=("torchvision_fix:apply_fix", "hy3dshape", "hy3dshape.pipelines", "hy3dshape.rembg",
+                 "textureGenPipeline", "DifferentiableRenderer.mesh_inpaint_processor", "custom_rasterizer",
+                 "custom_rasterizer_kernel", "realesrgan", "basicsr.archs.rrdbnet_arch", "pytorch_lightning"),
     ),
     "hunyuan3d-2": EngineSpec(
         name="hunyuan3d-2",
@@ -141,6 +154,9 @@ ENGINES = {
                     "Hunyuan3D-2 shape and paint"),
         ),
         onnxruntime=True,
+        modules=("hy3dgen.shapegen", "hy3dgen.rembg", "hy3dgen.texgen",
+                 "hy3dgen.texgen.differentiable_renderer.mesh_processor", "custom_rasterizer",
+                 "custom_rasterizer_kernel"),
     ),
     "hunyuan3d-2mini": EngineSpec(
         name="hunyuan3d-2mini",
@@ -152,6 +168,7 @@ ENGINES = {
                     "Hunyuan3D-2mini shape"),
         ),
         onnxruntime=True,
+        modules=("hy3dgen.shapegen", "hy3dgen.rembg"),
     ),
 }
 

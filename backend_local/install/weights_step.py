@@ -19,8 +19,8 @@ import urllib.request
 from shared.errors import ENGINE_UNAVAILABLE, STORAGE, UNAUTHORIZED, Gen3DError
 
 from . import disk
+from .progress import human
 
-GB = 1024 ** 3
 POLL_S = 0.5
 HASH_CHUNK = 8 << 20
 
@@ -138,7 +138,7 @@ class _Watcher(threading.Thread):
             self.bar.update(max(0, done - self.start_bytes - self._shown))
             self._shown = max(self._shown, done - self.start_bytes)
         self.reporter.progress("weights", self.offset + self.share * done / max(self.total, 1),
-                               "downloading %s: %.2f of %.2f GB" % (self.what, done / GB, self.total / GB))
+                               "downloading %s: %s of %s" % (self.what, human(done), human(self.total)))
 
     def run(self):
         while not self.stopped.wait(POLL_S):
@@ -271,8 +271,8 @@ def fetch_url(item, folder, reporter, offset=0.0, share=1.0):
                     if time.monotonic() - last > POLL_S:
                         last = time.monotonic()
                         reporter.progress("weights", offset + share * (have + fetched) / item.size,
-                                          "downloading %s: %.0f of %.0f MB" % (item.filename, (have + fetched) / 2**20,
-                                                                               item.size / 2**20))
+                                          "downloading %s: %s of %s" % (item.filename, human(have + fetched),
+                                                                        human(item.size)))
     except urllib.error.HTTPError as exc:
         raise Gen3DError(ENGINE_UNAVAILABLE, "Could not download %s from %s (HTTP %d); run the install again later."
                          % (item.what, item.url, exc.code), stage="weights", retryable=True) from exc
