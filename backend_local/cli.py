@@ -1,4 +1,4 @@
-"""Command line: `python -m backend_local generate|serve|engines`.
+"""Command line: `python -m backend_local generate|serve|engines|install`.
 
 generate: exit 0 on success (one summary line per image on stdout), exit 2 with the error JSON on
 stderr when a job fails. Several images may be given; each goes to OUT/<image stem>/ and the models
@@ -12,6 +12,9 @@ import sys
 
 from shared.errors import Gen3DError
 from shared.request import PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, parse_request
+
+from .install import cli as install_cli
+from .install import record as install_record
 
 EXIT_FAILED = 2
 
@@ -51,6 +54,8 @@ def build_parser():
 
     engines = sub.add_parser("engines", help="list engines and whether they can run here")
     engines.add_argument("--json", action="store_true")
+
+    install_cli.add_parser(sub)
     return parser
 
 
@@ -138,6 +143,9 @@ def cmd_engines(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    install_record.apply_to_environment()     # engines default to what `install` put in place
+    if args.command == "install":
+        return install_cli.main(args)
     if args.command == "generate":
         return cmd_generate(args)
     if args.command == "engines":

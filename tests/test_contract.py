@@ -137,9 +137,11 @@ def test_manifest_round_trip_and_tamper_detection(tmp_path):
     request = parse_request({"image_path": "a.png", "texture": False})
     manifest = build_manifest(str(tmp_path), "job1", request, "builtin", None,
                               {"vertices": 3, "faces": 1, "bounds": [[0, 0, 0], [1, 1, 1]]},
-                              {"shape": 1.234567}, "cpu", 12.3)
+                              {"shape": 1.234567}, "cpu", 12.3,
+                              view={"azimuth_deg": 0.0, "elevation_deg": 12.5})
     write_manifest(str(tmp_path), manifest)
     loaded = read_manifest(str(tmp_path))
+    assert loaded["frame"] == "upright" and loaded["view"] == {"azimuth_deg": 0.0, "elevation_deg": 12.5}
     assert loaded["files"]["mesh.glb"]["bytes"] == 100 and len(loaded["files"]["mesh.glb"]["sha256"]) == 64
     assert loaded["textures"] is None and loaded["engine"] == {"shape": "builtin", "texture": None}
     assert set(loaded["timings"]) == {"preprocess", "shape", "texture", "export", "upload", "total"}
