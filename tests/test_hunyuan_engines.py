@@ -592,3 +592,6 @@ def test_declared_weights_cover_every_file_the_engines_look_for():
     assert any(p.startswith("pytorch-lightning") for p in specs.PACKAGES["hunyuan3d-2.1"])
     assert "hunyuanpaintpbr" in specs.HUNYUAN_21.import_chains["texture"]
     assert specs.shape_variant("hunyuan3d-2.1", "fast").subfolder == "hunyuan3d-dit-v2-1"     # no turbo for 2.1
+    for engine_class in (Hunyuan21Engine, Hunyuan2Engine, Hunyuan2MiniEngine):       # what an image bake lists
+        assert {(m.repo_id, m.subfolder) for m in engine_class.model_files()} == \
+            {(m.repo_id, m.subfolder) for m in needed[engine_class.name]}
