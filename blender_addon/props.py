@@ -69,6 +69,9 @@ class GEN3D_PG_scene(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=NUMERIC["seed"][0], min=NUMERIC["seed"][1], max=NUMERIC["seed"][2])
     octree_resolution: IntProperty(name="Octree resolution", default=NUMERIC["octree_resolution"][0],
                                    min=NUMERIC["octree_resolution"][1], max=NUMERIC["octree_resolution"][2])
+    engine_steps: BoolProperty(name="Engine's steps", default=True,
+                               description="Let the engine pick its tuned step count (e.g. 50 for a standard "
+                                           "Hunyuan model, 5 for a turbo one); off: use Steps")
     num_inference_steps: IntProperty(name="Steps", default=NUMERIC["num_inference_steps"][0],
                                      min=NUMERIC["num_inference_steps"][1], max=NUMERIC["num_inference_steps"][2],
                                      description="Diffusion steps (model engines)")
@@ -93,7 +96,8 @@ def request_fields(props):
         "texture": props.texture,
         "seed": props.seed,
         "octree_resolution": props.octree_resolution,
-        "num_inference_steps": props.num_inference_steps,
+        "num_inference_steps": None if props.engine_steps else props.num_inference_steps,
+        "preset": props.preset.lower(),      # the engine's model variant (Fast: turbo models where they exist)
         "guidance_scale": round(props.guidance_scale, 4),
         "face_count": props.face_count,
         "texture_size": int(props.texture_size),

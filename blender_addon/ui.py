@@ -156,7 +156,11 @@ class GEN3D_PT_advanced(bpy.types.Panel):
         sub.enabled = props.texture
         sub.prop(props, "texture_size")
         layout.prop(props, "octree_resolution")
-        layout.prop(props, "num_inference_steps")
+        row = layout.row()
+        row.prop(props, "engine_steps")
+        steps = row.row()
+        steps.enabled = not props.engine_steps
+        steps.prop(props, "num_inference_steps")
         layout.prop(props, "guidance_scale")
         layout.prop(props, "seed")
 

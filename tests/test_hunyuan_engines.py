@@ -574,17 +574,24 @@ def test_declared_weights_cover_every_file_the_engines_look_for():
     for engine_class in (Hunyuan2Engine, Hunyuan2MiniEngine):
         for variant in engine_class.spec.shape.values():
             needed[engine_class.name] += engine_class.variant_files(variant)
+    from backend_local.install import spec as install_spec
+
     for engine, models in needed.items():
-        declared = specs.WEIGHTS[engine]
+        declared = install_spec.ENGINES[engine].weights           # what `install` downloads
+        assert [(w.repo_id, w.allow_patterns) for w in declared] == \
+            [(w.repo_id, w.allow_patterns) for w in specs.WEIGHTS[engine]]
         for model in models:
             for entry in model.files:
                 path = "/".join(part for part in (model.subfolder, entry.split("|")[0]) if part)
                 assert any(w.repo_id == model.repo_id and any(fnmatch.fnmatch(path, pattern)
                                                                 for pattern in w.allow_patterns)
                            for w in declared), (engine, model.repo_id, path)
-    assert "hunyuan3d-dit-v2-0-turbo/*" in specs.WEIGHTS["hunyuan3d-2"][0].allow_patterns
-    assert "hunyuan3d-vae-v2-mini-turbo/*" in specs.WEIGHTS["hunyuan3d-2mini"][0].allow_patterns
+    assert "hunyuan3d-dit-v2-0-turbo/model.fp16.safetensors" in specs.WEIGHTS["hunyuan3d-2"][0].allow_patterns
+    assert "hunyuan3d-vae-v2-mini-turbo/config.yaml" in specs.WEIGHTS["hunyuan3d-2mini"][0].allow_patterns
     assert any(p.startswith("pytorch-lightning") for p in specs.HUNYUAN_21.packages["texture"])
     assert any(p.startswith("pytorch-lightning") for p in specs.PACKAGES["hunyuan3d-2.1"])
     assert "hunyuanpaintpbr" in specs.HUNYUAN_21.import_chains["texture"]
     assert specs.shape_variant("hunyuan3d-2.1", "fast").subfolder == "hunyuan3d-dit-v2-1"     # no turbo for 2.1
+    for engine_class in (Hunyuan21Engine, Hunyuan2Engine, Hunyuan2MiniEngine):       # what an image bake lists
+        assert {(m.repo_id, m.subfolder) for m in engine_class.model_files()} == \
+            {(m.repo_id, m.subfolder) for m in needed[engine_class.name]}

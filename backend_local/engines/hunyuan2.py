@@ -63,6 +63,14 @@ class Hy3DGenEngine(hc.HunyuanEngine):
                                      "%s turbo VAE (%s)" % (cls.spec.name, variant.vae_subfolder)))
         return files
 
+    @classmethod
+    def model_files(cls):
+        """Every weight folder this engine may read (all presets' shape models, the painter's)."""
+        files = [files for variant in cls.spec.shape.values() for files in cls.variant_files(variant)]
+        if base.TEXTURE in cls.capabilities:
+            files.append(PAINT_MODEL)
+        return list({(f.repo_id, f.subfolder, f.files): f for f in files}.values())
+
     def _probe(self, stage, hints=None):
         return hc.import_chain_problem(self.name, "The %s %s library" % (self.name, stage),
                                        self.spec.import_chains[stage], hints=hints)

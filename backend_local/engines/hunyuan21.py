@@ -46,6 +46,11 @@ class Hunyuan21Engine(hc.HunyuanEngine):
 
     # -- where things are
 
+    @classmethod
+    def model_files(cls):
+        """Every weight folder this engine may read (2.1 has one shape model for all presets)."""
+        return [SHAPE_MODEL, PAINT_MODEL, DINO_MODEL]
+
     def repo(self):
         path = hc.setting(self.settings, "repo", hc.REPO21_ENV)
         return os.path.abspath(os.path.expanduser(path)) if path else None

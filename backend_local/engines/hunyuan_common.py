@@ -213,8 +213,9 @@ def _mtime(path):
 
 
 def _probe_key(chain, paths, placeholders):
-    """Changes when the interpreter, the library folders or the installed packages change: the folders'
-    and site-packages' mtimes move when a module is added or removed (pip install, a new build)."""
+    """Changes when the interpreter, the library folders or the installed packages change: the mtimes of
+    the folders, their subfolders and site-packages move when a module is added or removed (pip install,
+    a new build)."""
     import hashlib
     import json
     import site
@@ -223,6 +224,11 @@ def _probe_key(chain, paths, placeholders):
     packages = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")} |
                       set(getattr(site, "getsitepackages", lambda: [])()))
     watched = list(paths) + packages
+    for folder in paths:                       # a rebuilt extension lands one level down (DifferentiableRenderer/)
+        try:
+            watched += sorted(entry.path for entry in os.scandir(folder) if entry.is_dir())
+        except OSError:
+            pass
     material = [sys.executable, _mtime(sys.executable), list(chain), list(paths), list(placeholders),
                 [(folder, _mtime(folder)) for folder in watched]]
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()

@@ -56,8 +56,13 @@ class EngineSpec:
     notes: dict = field(default_factory=dict)
 
 
-def _weights(repo_id, subfolders, purpose):
-    return Weights(repo_id, tuple(subfolders), tuple("%s/*" % folder for folder in subfolders), purpose=purpose)
+def _weights(repo_id, checkpoints, folders, purpose):
+    """`checkpoints`: {subfolder: checkpoint file} fetched as config.yaml + that file only (the folders
+    hold other large files the engines never read); `folders`: subfolders fetched whole (diffusers)."""
+    patterns = [pattern for folder, checkpoint in checkpoints.items()
+                for pattern in ("%s/config.yaml" % folder, "%s/%s" % (folder, checkpoint))]
+    patterns += ["%s/*" % folder for folder in folders]
+    return Weights(repo_id, tuple(checkpoints) + tuple(folders), tuple(patterns), purpose=purpose)
 
 
 # pip names of what the library modules import (module -> package), for the messages and the installer.
@@ -73,7 +78,7 @@ PAINT_PACKAGES_20 = ("hy3dgen", "diffusers", "transformers", "accelerate", "xatl
 SHAPE_PACKAGES_21 = ("diffusers", "transformers", "timm", "einops", "omegaconf", "pymeshlab", "trimesh",
                      "opencv-python", "PyYAML", "scikit-image")
 PAINT_PACKAGES_21 = ("diffusers", "transformers", "accelerate", "omegaconf", "xatlas", "pymeshlab", "trimesh",
-                     "opencv-python", "realesrgan==0.3.0", "basicsr==1.4.2", "pytorch-lightning==1.9.5", "einops",
+                     "opencv-python", "realesrgan", "basicsr", "pytorch-lightning", "einops",
                      "pybind11", "pygltflib")
 
 HUNYUAN_20 = EngineSpec(
@@ -86,9 +91,10 @@ HUNYUAN_20 = EngineSpec(
         HIGH: ShapeVariant("hunyuan3d-dit-v2-0", 75),
     },
     weights=(
-        _weights(REPO_20, ("hunyuan3d-dit-v2-0", "hunyuan3d-dit-v2-0-turbo", "hunyuan3d-vae-v2-0-turbo",
-                           "hunyuan3d-paint-v2-0", "hunyuan3d-delight-v2-0"),
-                 "shape (standard and turbo), the turbo VAE for FlashVDM, paint and delight"),
+        _weights(REPO_20, dict.fromkeys(("hunyuan3d-dit-v2-0", "hunyuan3d-dit-v2-0-turbo", "hunyuan3d-vae-v2-0-turbo"),
+                                        "model.fp16.safetensors"),
+                 ("hunyuan3d-paint-v2-0", "hunyuan3d-delight-v2-0"),
+                 "Hunyuan3D-2 shape (standard and turbo), the turbo VAE for FlashVDM, paint and delight"),
     ),
     packages={"shape": SHAPE_PACKAGES_20, "texture": PAINT_PACKAGES_20},
     import_chains={"shape": ("hy3dgen.shapegen",), "texture": ("hy3dgen.texgen", "custom_rasterizer")},
@@ -104,8 +110,9 @@ HUNYUAN_MINI = EngineSpec(
         HIGH: ShapeVariant("hunyuan3d-dit-v2-mini", 75),
     },
     weights=(
-        _weights(REPO_MINI, ("hunyuan3d-dit-v2-mini", "hunyuan3d-dit-v2-mini-turbo", "hunyuan3d-vae-v2-mini-turbo"),
-                 "shape (standard and turbo) and the turbo VAE for FlashVDM"),
+        _weights(REPO_MINI, dict.fromkeys(("hunyuan3d-dit-v2-mini", "hunyuan3d-dit-v2-mini-turbo",
+                                           "hunyuan3d-vae-v2-mini-turbo"), "model.fp16.safetensors"), (),
+                 "Hunyuan3D-2mini shape (standard and turbo) and the turbo VAE for FlashVDM"),
     ),
     packages={"shape": SHAPE_PACKAGES_20},
     import_chains={"shape": ("hy3dgen.shapegen",)},
@@ -122,9 +129,10 @@ HUNYUAN_21 = EngineSpec(
         HIGH: ShapeVariant("hunyuan3d-dit-v2-1", 75),
     },
     weights=(
-        _weights(REPO_21, ("hunyuan3d-dit-v2-1", "hunyuan3d-paintpbr-v2-1"), "shape and PBR paint"),
+        _weights(REPO_21, {"hunyuan3d-dit-v2-1": "model.fp16.ckpt"}, ("hunyuan3d-paintpbr-v2-1",),
+                 "Hunyuan3D-2.1 shape and PBR paint"),
         Weights(DINO_GIANT, (), ("config.json", "model.safetensors", "preprocessor_config.json"),
-                purpose="the painter's image encoder"),
+                purpose="DINOv2-giant (the painter's image encoder)"),
     ),
     packages={"shape": SHAPE_PACKAGES_21, "texture": PAINT_PACKAGES_21},
     # hy3dpaint imports hunyuanpaintpbr lazily (utils/multiview_utils at load time), and its package

@@ -9,6 +9,8 @@ the installed torch is kept (see pip_step), and torchvision is resolved against 
 
 from dataclasses import dataclass, field
 
+from ..engines import hunyuan_specs
+
 HUNYUAN21_COMMIT = "5e3ec6def57591d22ff44722cfe9bea1266084b0"
 HUNYUAN2_COMMIT = "9bcf3028145311cbea5c127aed19717833b3a35f"
 
@@ -110,6 +112,12 @@ RASTERIZER21 = Extension("custom_rasterizer", "setup", "hy3dpaint/custom_rasteri
 RASTERIZER2 = Extension("custom_rasterizer", "setup", "hy3dgen/texgen/custom_rasterizer", "custom_rasterizer_kernel",
                         cuda=True)
 
+def hub_weights(engine):
+    """The engine's hub files as its module declares them (hunyuan_specs.WEIGHTS: every preset's models,
+    the turbo ones included), so what is installed is what the engine looks for."""
+    return tuple(Weights(w.repo_id, w.allow_patterns, w.purpose) for w in hunyuan_specs.WEIGHTS[engine])
+
+
 ENGINES = {
     "hunyuan3d-2.1": EngineSpec(
         name="hunyuan3d-2.1",
@@ -122,12 +130,7 @@ ENGINES = {
             Extension("mesh_inpaint_processor", "pybind", "hy3dpaint/DifferentiableRenderer/mesh_inpaint_processor.cpp",
                       "DifferentiableRenderer.mesh_inpaint_processor", dest="hy3dpaint/DifferentiableRenderer"),
         ),
-        weights=(
-            Weights("tencent/Hunyuan3D-2.1", ("hunyuan3d-dit-v2-1/config.yaml", "hunyuan3d-dit-v2-1/model.fp16.ckpt",
-                                              "hunyuan3d-paintpbr-v2-1/*"), "Hunyuan3D-2.1 shape and PBR paint"),
-            Weights("facebook/dinov2-giant", ("config.json", "model.safetensors", "preprocessor_config.json"),
-                    "DINOv2-giant (the painter's image encoder)"),
-        ),
+        weights=hub_weights("hunyuan3d-2.1"),
         files=(REALESRGAN,),
         onnxruntime=True,
         library_paths=("hy3dshape", "hy3dpaint", "."),
@@ -148,11 +151,7 @@ ENGINES = {
                       "hy3dgen.texgen.differentiable_renderer.mesh_processor",
                       dest="package:hy3dgen.texgen.differentiable_renderer"),
         ),
-        weights=(
-            Weights("tencent/Hunyuan3D-2", ("hunyuan3d-dit-v2-0/config.yaml", "hunyuan3d-dit-v2-0/model.fp16.safetensors",
-                                            "hunyuan3d-paint-v2-0/*", "hunyuan3d-delight-v2-0/*"),
-                    "Hunyuan3D-2 shape and paint"),
-        ),
+        weights=hub_weights("hunyuan3d-2"),
         onnxruntime=True,
         modules=("hy3dgen.shapegen", "hy3dgen.rembg", "hy3dgen.texgen",
                  "hy3dgen.texgen.differentiable_renderer.mesh_processor", "custom_rasterizer",
@@ -162,11 +161,7 @@ ENGINES = {
         name="hunyuan3d-2mini",
         packages=COMMON + HY3DGEN,
         no_deps=("hy3dgen==2.0.2",),
-        weights=(
-            Weights("tencent/Hunyuan3D-2mini", ("hunyuan3d-dit-v2-mini/config.yaml",
-                                                "hunyuan3d-dit-v2-mini/model.fp16.safetensors"),
-                    "Hunyuan3D-2mini shape"),
-        ),
+        weights=hub_weights("hunyuan3d-2mini"),
         onnxruntime=True,
         modules=("hy3dgen.shapegen", "hy3dgen.rembg"),
     ),
