@@ -22,8 +22,10 @@ from shared.progress import ProgressTracker
 
 from . import device as devices
 from . import export, foreground, imageio, upright
-from .engines.base import SHAPE, TEXTURE, JobContext
-from .engines.registry import EngineRegistry
+from shared.request import decode_base64_image
+
+from .engines.base import MULTIVIEW, SHAPE, TEXTURE, JobContext
+from .engines.registry import ENGINES, EngineRegistry
 from .memory import MemoryPlanner
 from .mesh_ops import mesh_summary, smooth_vertex_normals
 
@@ -36,12 +38,45 @@ def new_job_id():
 
 def load_source(request, cancel=None):
     """The raw bytes (or a path) of the request's image; a download stops as soon as `cancel` is set."""
-    if request.image:
-        return request.image_bytes()
-    if request.image_path:
-        return os.path.expanduser(request.image_path)
+    return _load({"image": request.image, "image_url": request.image_url, "image_path": request.image_path},
+                 cancel)
+
+
+def _load(source, cancel):
+    """Bytes or a path for one image source {"image"|"image_url"|"image_path": value} (the main
+    image or a view): base64 decoded, a path as given, a URL fetched with the same limits."""
+    if source.get("image"):
+        return decode_base64_image(source["image"])
+    if source.get("image_path"):
+        return os.path.expanduser(source["image_path"])
     from .fetch import fetch_image  # only jobs with image_url need the network
-    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
+    return fetch_image(source["image_url"], max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
+
+
+def view_file(name):
+    """The preprocessed extra view kept in the result, beside input.png."""
+    return "input_%s.png" % name
+
+
+def check_multiview(request, engines):
+    """A request with views to an engine that cannot use them is INVALID_INPUT naming those that can."""
+    if not request.views:
+        return
+    for engine in engines:
+        if engine is not None and MULTIVIEW not in engine.capabilities:
+            able = [name for name in ENGINES if MULTIVIEW in _declared_capabilities(name)]
+            raise Gen3DError(INVALID_INPUT, "The engine '%s' cannot use extra views ('views'). Use %s, or send "
+                             "only the front image." % (engine.name, " or ".join("'%s'" % n for n in able)),
+                             stage="queued", retryable=False)
+
+
+def _declared_capabilities(name):
+    import importlib
+    module, _, cls = ENGINES[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls).capabilities
+    except Exception:    # an engine whose packages are missing still declares nothing here
+        return frozenset()
 
 
 def prepare_output(out_dir):
@@ -131,6 +166,7 @@ class Pipeline:
         shape_engine = self.registry.get(request.engine, SHAPE)
         texture_name = request.effective_texture_engine
         texture_engine = self.registry.get(texture_name, TEXTURE) if texture_name else None
+        check_multiview(request, (shape_engine, texture_engine))
 
         # Preprocess: decode, find the object, frame it.
         t0 = time.perf_counter()
@@ -143,9 +179,24 @@ class Pipeline:
         framed, _info = foreground.frame(rgba)
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))
+        views = {}
+        for index, (view_name, source) in enumerate(sorted((request.views or {}).items())):
+            # Each view is cut out and framed like the front; the engine registers them to each other.
+            report("preprocess", 0.5 + 0.4 * index / len(request.views), "reading the %s view" % view_name)
+            try:
+                view_pixels, view_alpha = imageio.open_image(_load(source, cancel))
+                view_rgba = foreground.foreground_rgba(view_pixels, view_alpha, request.remove_background,
+                                                       request.seed, check=lambda: report("preprocess", 0.5),
+                                                       cut_out=getattr(shape_engine, "cut_out", None))
+                views[view_name], _ = foreground.frame(view_rgba)
+            except Gen3DError as exc:
+                exc.message = "The %s view: %s" % (view_name, exc.message)
+                raise
+            with open(os.path.join(staging, view_file(view_name)), "wb") as handle:
+                handle.write(export.encode_png(views[view_name]))
         timings["preprocess"] = time.perf_counter() - t0
 
-        job = JobContext(request, framed, self.device, staging, report, cancel)
+        job = JobContext(request, framed, self.device, staging, report, cancel, views=views)
         t0 = time.perf_counter()
         report("shape", 0.0, "building the shape with %s" % shape_engine.name)
         self.memory.prepare(self.registry, shape_engine, SHAPE)

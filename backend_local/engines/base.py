@@ -9,6 +9,7 @@ from shared.errors import CANCELLED, Gen3DError
 
 SHAPE = "shape"
 TEXTURE = "texture"
+MULTIVIEW = "multiview"      # a capability, not a stage: the engine uses the request's `views`
 
 
 @dataclass
@@ -61,9 +62,10 @@ class TextureResult:
 class JobContext:
     """What an engine sees of a job: parameters, the framed input, device, progress and cancel."""
 
-    def __init__(self, request, image, device, work_dir, report=None, cancel=None):
+    def __init__(self, request, image, device, work_dir, report=None, cancel=None, views=None):
         self.request = request
         self.image = image            # framed RGBA uint8 (input.png)
+        self.views = views or {}      # "right"/"back"/"left" -> framed RGBA uint8 (input_<name>.png)
         self.device = device          # torch.device
         self.work_dir = work_dir      # a private scratch folder for this job
         self._report = report
