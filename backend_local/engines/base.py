@@ -36,6 +36,16 @@ class ViewMapping:
 
 
 @dataclass
+class ExtraView:
+    """An extra view registered to a shape: output-frame point p is seen at
+    mapping.to_pixels(rotation @ p) of `image`, with (rotation @ p).z growing toward that camera."""
+
+    rotation: np.ndarray
+    mapping: ViewMapping
+    image: np.ndarray             # framed RGBA uint8 (input_<name>.png)
+
+
+@dataclass
 class ShapeResult:
     """A closed mesh (glTF axes, centred, largest side 2) in the input camera's frame: the camera looks
     down -Z from `elevation_deg` above the horizon. The pipeline takes that elevation out at export
@@ -46,6 +56,7 @@ class ShapeResult:
     view: ViewMapping = None      # None: the texturer aligns the mesh to the image itself
     detail: object = None         # engine-private data for its own texturer (e.g. a smooth field)
     elevation_deg: float = 0.0    # the input camera's elevation the engine assumed or estimated
+    views: dict = None            # name -> ExtraView, for texturers that project every view
 
 
 @dataclass
