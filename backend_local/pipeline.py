@@ -4,6 +4,7 @@ A result is staged in a hidden sibling folder and moved into place only when com
 written last), so a failed or cancelled job never leaves something that looks like a result.
 """
 
+import importlib
 import os
 import shutil
 import sys
@@ -58,20 +59,22 @@ def view_file(name):
     return "input_%s.png" % name
 
 
-def check_multiview(request, engines):
-    """A request with views to an engine that cannot use them is INVALID_INPUT naming those that can."""
+def check_multiview(request):
+    """A request with views to an engine that cannot use them is INVALID_INPUT naming those that can
+    (checked from the engines' declared capabilities, before any is loaded or found unavailable)."""
     if not request.views:
         return
-    for engine in engines:
-        if engine is not None and MULTIVIEW not in engine.capabilities:
-            able = [name for name in ENGINES if MULTIVIEW in _declared_capabilities(name)]
+    for name in (request.engine, request.effective_texture_engine):
+        if name is not None and MULTIVIEW not in _declared_capabilities(name):
+            able = [other for other in ENGINES if MULTIVIEW in _declared_capabilities(other)]
             raise Gen3DError(INVALID_INPUT, "The engine '%s' cannot use extra views ('views'). Use %s, or send "
-                             "only the front image." % (engine.name, " or ".join("'%s'" % n for n in able)),
+                             "only the front image." % (name, " or ".join("'%s'" % n for n in able)),
                              stage="queued", retryable=False)
 
 
 def _declared_capabilities(name):
-    import importlib
+    if name not in ENGINES:
+        return frozenset()
     module, _, cls = ENGINES[name].partition(":")
     try:
         return getattr(importlib.import_module(module), cls).capabilities
@@ -163,10 +166,10 @@ class Pipeline:
                 raise Gen3DError(CANCELLED, "The job was cancelled.", stage=stage, retryable=False)
             tracker.update(stage, fraction, message)
 
+        check_multiview(request)
         shape_engine = self.registry.get(request.engine, SHAPE)
         texture_name = request.effective_texture_engine
         texture_engine = self.registry.get(texture_name, TEXTURE) if texture_name else None
-        check_multiview(request, (shape_engine, texture_engine))
 
         # Preprocess: decode, find the object, frame it.
         t0 = time.perf_counter()
