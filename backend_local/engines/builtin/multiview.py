@@ -6,9 +6,9 @@ circled about the world's vertical axis by the view's azimuth. The shape lives i
 pixel frame (see shape.py), so a view sees the point p at q = C Ry(-a) C^T p, with C the front's
 world -> camera rotation (backend_local/upright.py). Each view was cut out and framed on its own, so
 its scale and offset are found here: the vertical extent of its silhouette against the current
-shape's (the height of an object does not change as the camera circles it, and at e != 0 the current
-shape predicts the change), and its horizontal centre against the current shape's, the side views
-first (they fix the depth that the back view's framing needs at e != 0).
+shape's (the height of an object does not change as the camera circles it; at e != 0 the single-view
+shape predicts the change), and its horizontal centre against the current shape's (the back: the
+front's width, mirrored) or against the opposite view's outline (left against right).
 
 The hull is the intersection of the silhouettes' extrusions (a signed distance in each view, so the
 field stays distance-like), intersected with the single-view shape: the true object lies inside every
@@ -29,6 +29,7 @@ from shared.request import VIEW_AZIMUTHS
 from ...upright import camera_to_upright
 
 PROBE_CELLS = 72          # grid the views are registered on
+OPPOSITE = {"right": "left", "left": "right"}
 
 
 def azimuth_rotation(azimuth_deg):
@@ -90,11 +91,13 @@ def _bbox(alpha):
 
 
 def register(views, points, step, elevation_deg):
-    """ViewCameras for `views` (name -> framed RGBA) from the current shape's inside `points` (N, 3
-    pixel frame, a grid of spacing `step`). Side views first; each one carves the points it rules out,
-    so later views are framed against the tighter shape."""
+    """ViewCameras for `views` (name -> framed RGBA) from the single-view shape's inside `points` (N, 3
+    pixel frame, a grid of spacing `step`). The height comes from the single-view shape (exact for a
+    level camera: turning the camera does not change it); the left view is framed against the right
+    one, which sees the same depth mirrored."""
     order = sorted(views, key=lambda n: abs(math.cos(math.radians(VIEW_AZIMUTHS[n]))))
     cameras = []
+    seen = {}                 # name -> its silhouette's horizontal range in its camera frame
     for name in order:
         rotation = view_rotation(VIEW_AZIMUTHS[name], elevation_deg)
         q = points @ torch.as_tensor(rotation, dtype=points.dtype).T
@@ -104,33 +107,69 @@ def register(views, points, step, elevation_deg):
         scale = (bottom - top) / max(y_hi - y_lo, 1e-6)
         cy = top + scale * y_hi
         cx = (left + right) / 2.0 - scale * (x_lo + x_hi) / 2.0
+        opposite = seen.get(OPPOSITE.get(name))
+        if opposite is not None:
+            # The camera opposite this one sees the same horizontal extent mirrored (both cameras' right
+            # vectors are horizontal and opposite): frame against its outline, not the current guess.
+            cx = (left + right) / 2.0 + scale * (opposite[0] + opposite[1]) / 2.0
+        seen[name] = ((left - cx) / scale, (right - cx) / scale)
         camera = ViewCamera(name, rotation, float(scale), float(cx), float(cy), views[name],
                             _silhouette_sdf(views[name][..., 3]))
         cameras.append(camera)
-        kept = camera.distance(points) < step / 2
-        if int(kept.sum()) >= 8:
-            points = points[kept]
     return cameras
 
 
 class MultiViewField:
-    """The final implicit solid: the single-view field intersected with every view's silhouette
-    extrusion. Pixel frame, negative inside."""
+    """The final implicit solid, pixel frame, negative inside:
 
-    def __init__(self, cameras):
+        hull  and  (single-view shape  or  what a view shows that the single-view shape leaves out)
+
+    The hull is every view's silhouette extrusion and the front's. Where a view's silhouette covers
+    pixels that the single-view shape does not reach (its guessed depth is too thin, seen from the
+    side), the hull alone decides along those pixels' rays, so every view's outline is reproduced."""
+
+    def __init__(self, cameras, front, missing):
         self.cameras = cameras
+        self.front = front            # signed distance to the front silhouette's extrusion
+        self.missing = missing        # ViewCameras whose sdf is the region the single view leaves out
 
     def hull(self, xyz):
-        return torch.stack([c.distance(xyz) for c in self.cameras]).max(0).values
+        return torch.stack([c.distance(xyz) for c in self.cameras] + [self.front(xyz)]).max(0).values
 
     def combine(self, xyz, prior):
-        return torch.maximum(prior(xyz), self.hull(xyz))
+        d = prior(xyz)
+        for extra in self.missing:
+            d = torch.minimum(d, extra.distance(xyz))
+        return torch.maximum(d, self.hull(xyz))
 
 
-def build(prior_field, views, elevation_deg, sample_grid):
+def _coverage(camera, points, step):
+    """The view's pixels covered by the projection of grid `points` (cells of `step`)."""
+    h, w = camera.image.shape[:2]
+    pixels, _ = camera.project(points)
+    cols = pixels[:, 0].floor().long().clamp(0, w - 1).numpy()
+    rows = pixels[:, 1].floor().long().clamp(0, h - 1).numpy()
+    covered = np.zeros((h, w), np.uint8)
+    covered[rows, cols] = 1
+    size = max(int(math.ceil(camera.scale * step)) | 1, 1)
+    return cv2.dilate(covered, np.ones((size, size), np.uint8)) > 0
+
+
+def build(prior_field, views, elevation_deg, sample_grid, front):
     """Register the views to the single-view `prior_field`; returns the MultiViewField."""
     values, origin, step = sample_grid(prior_field, PROBE_CELLS)
     axes = [origin[k] + step * torch.arange(values.shape[k], dtype=torch.float32) for k in range(3)]
     X, Y, Z = torch.meshgrid(*axes, indexing="ij")
-    inside = values < 0
-    return MultiViewField(register(views, torch.stack([X, Y, Z], -1)[inside], step, elevation_deg))
+    points = torch.stack([X, Y, Z], -1)[values < 0]
+    cameras = register(views, points, step, elevation_deg)
+    missing = []
+    for camera in cameras:
+        solid = camera.image[..., 3] > 127
+        gap = (solid & ~_coverage(camera, points, step)).astype(np.uint8)
+        # Slivers along the outline are the grid's, not the shape's: keep what survives an opening.
+        size = max(int(math.ceil(camera.scale * step)) | 1, 3)
+        gap = cv2.morphologyEx(gap, cv2.MORPH_OPEN, np.ones((size, size), np.uint8))
+        if gap.any():
+            missing.append(ViewCamera(camera.name, camera.rotation, camera.scale, camera.cx, camera.cy,
+                                      camera.image, _silhouette_sdf(gap * 255)))
+    return MultiViewField(cameras, front, missing)

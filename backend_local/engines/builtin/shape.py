@@ -686,13 +686,35 @@ def add_views(fld: ShapeField, views: dict, elevation_deg: float) -> ShapeField:
     field, whose samples and normals from now on include the views."""
     from . import multiview
 
-    combined = multiview.build(fld, views, elevation_deg, sample_grid)
+    def front(xyz):
+        return _sample_maps(fld.maps[2:3], xyz[..., 0], xyz[..., 1], fld.x0, fld.y0, fld.cell)[0]
+
+    combined = multiview.build(fld, views, elevation_deg, sample_grid, front)
     fld.multiview = combined
+    fld.z_extent = _views_depth(fld, views, combined)
     fld.values = fld.gradient = None
     fld.info.pop("grid_resolution", None)
     fld.info["views"] = {c.name: dict(scale=round(c.scale, 4), cx=round(c.cx, 2), cy=round(c.cy, 2))
                          for c in combined.cameras}
     return fld
+
+
+def _views_depth(fld, views, combined, cells=64):
+    """The combined solid's depth range: the views may add depth the single view lacked, beyond the
+    range the marching-cubes grid was cropped to."""
+    ii = torch.nonzero(fld.mask.any(1)).flatten()
+    jj = torch.nonzero(fld.mask.any(0)).flatten()
+    xs = torch.linspace(fld.x0 + fld.cell * float(jj.min()), fld.x0 + fld.cell * float(jj.max()), cells)
+    ys = torch.linspace(fld.y0 - fld.cell * float(ii.max()), fld.y0 - fld.cell * float(ii.min()), cells)
+    reach = max(v.shape[0] for v in views.values()) / min(c.scale for c in combined.cameras)
+    zs = torch.linspace(-reach, reach, 4 * cells)
+    X, Y, Z = torch.meshgrid(xs, ys, zs, indexing="ij")
+    inside = evaluate(fld, torch.stack([X, Y, Z], -1)) < 0
+    if not bool(inside.any()):
+        return fld.z_extent
+    depth = Z[inside]
+    step = float(zs[1] - zs[0])
+    return (min(fld.z_extent[0], float(depth.min()) - 2 * step), max(fld.z_extent[1], float(depth.max()) + 2 * step))
 
 
 def sample_grid(fld: ShapeField, resolution: int):
