@@ -163,3 +163,34 @@ def test_back_texture_is_the_back_photo(monkey_results):
     projected = psnr(str(multi_dir), "back")[0]
     assert projected >= 28.0 and projected > mirrored + 5.0, (mirrored, projected)
     assert psnr(str(multi_dir))[0] >= 28.0            # the front stays the front photo
+
+
+# --- the add-on's clients and batch -------------------------------------------------------------
+
+def test_remote_client_sends_view_files_as_base64():
+    from blender_addon import remote_client
+
+    back = os.path.join(CASE, "view_back.png")
+    data = remote_client.wire_request({"image_path": os.path.join(CASE, "input.png"), "engine": "builtin",
+                                       "views": {"back": {"image_path": back},
+                                                 "right": {"image_url": "https://example.com/r.png"}}})
+    assert data["views"] == {"back": {"image": _b64("view_back.png")},
+                             "right": {"image_url": "https://example.com/r.png"}}
+    assert "image_path" not in data and parse_request(data, allow_path=False).views["back"]["image"]
+
+
+def test_batch_finds_views_next_to_the_image_name(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen3d_batch_script", os.path.join(
+        os.path.dirname(HERE), "blender_addon", "batch.py"))
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    for name in ("chair_back.png", "chair_left.jpg", "chair_top.png", "table_right.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert batch.views_for("/photos/chair.png", str(tmp_path)) == {
+        "back": {"image_path": str(tmp_path / "chair_back.png")},
+        "left": {"image_path": str(tmp_path / "chair_left.jpg")}}
+    assert batch.views_for("/photos/lamp.png", str(tmp_path)) is None
+    assert batch.views_for("/photos/chair.png", None) is None
+    assert batch.parse_args(["a.png", "--out", "o", "--views-from", str(tmp_path)]).views_from == str(tmp_path)
