@@ -30,6 +30,9 @@ from ...upright import camera_to_upright
 
 PROBE_CELLS = 72          # grid the views are registered on
 OPPOSITE = {"right": "left", "left": "right"}
+# Only views this far round (|sin azimuth|) fill what the single view leaves out: their rays cross the
+# front silhouette's extrusion, which bounds the fill.
+SIDE_VIEW = 0.5
 
 
 def azimuth_rotation(azimuth_deg):
@@ -124,9 +127,10 @@ class MultiViewField:
 
         hull  and  (single-view shape  or  what a view shows that the single-view shape leaves out)
 
-    The hull is every view's silhouette extrusion and the front's. Where a view's silhouette covers
-    pixels that the single-view shape does not reach (its guessed depth is too thin, seen from the
-    side), the hull alone decides along those pixels' rays, so every view's outline is reproduced."""
+    The hull is every view's silhouette extrusion and the front's. Where a side view's silhouette
+    covers pixels that the single-view shape does not reach (its guessed depth is too thin), the hull
+    alone decides along those pixels' rays (bounded by the front's outline), so the side outlines are
+    reproduced. A back view only carves: nothing bounds its rays' depth."""
 
     def __init__(self, cameras, front, missing):
         self.cameras = cameras
@@ -164,6 +168,8 @@ def build(prior_field, views, elevation_deg, sample_grid, front):
     cameras = register(views, points, step, elevation_deg)
     missing = []
     for camera in cameras:
+        if abs(math.sin(math.radians(VIEW_AZIMUTHS[camera.name]))) < SIDE_VIEW:
+            continue          # a back view's rays run along the depth, which no silhouette bounds
         solid = camera.image[..., 3] > 127
         gap = (solid & ~_coverage(camera, points, step)).astype(np.uint8)
         # Slivers along the outline are the grid's, not the shape's: keep what survives an opening.
