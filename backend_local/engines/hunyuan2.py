@@ -10,7 +10,7 @@ import numpy as np
 
 from . import base
 from . import hunyuan_common as hc
-from . import hunyuan_shape, hunyuan_texture
+from . import hunyuan_shape, hunyuan_speed, hunyuan_texture
 
 SHAPE_PACKAGES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops", "pymeshlab", "trimesh", "cv2",
                   "yaml")
@@ -55,7 +55,8 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         if stage == base.SHAPE:
             root, _ = hc.locate(self.shape_model, self.settings)
             return hunyuan_shape.load_shape_model("hy3dgen.shapegen", root, self.shape_model.subfolder, device,
-                                                  hc.library_dtype(device, self.settings), use_safetensors=True)
+                                                  hc.library_dtype(device, self.settings), use_safetensors=True,
+                                                  settings=self.settings)
         problem = self.painter_device_problem(device)
         if problem:
             raise problem
@@ -67,8 +68,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
     def generate_shape(self, job):
         job.progress("shape", 0.02, "loading %s" % self.name)
         model = self.model(base.SHAPE, job.device)
-        return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
-                                                                              default=8000)))
+        return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device))
 
     def generate_texture(self, job, shape):
         import trimesh
@@ -95,6 +95,7 @@ class Hunyuan2Engine(Hy3DGenEngine):
     name = "hunyuan3d-2"
     capabilities = frozenset({base.SHAPE, base.TEXTURE})
     vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
+    stage_sizes = {base.SHAPE: (3.2, 2.4, 2.5), base.TEXTURE: (6.0, 3.5, 8.0)}
     shape_model = hc.ModelFiles("tencent/Hunyuan3D-2", "hunyuan3d-dit-v2-0", ("config.yaml", "model.fp16.safetensors"),
                                 "Hunyuan3D-2 shape")
 
@@ -103,5 +104,6 @@ class Hunyuan2MiniEngine(Hy3DGenEngine):
     name = "hunyuan3d-2mini"
     capabilities = frozenset({base.SHAPE})
     vram_gb = {base.SHAPE: 5.0}
+    stage_sizes = {base.SHAPE: (1.6, 1.0, 2.5)}
     shape_model = hc.ModelFiles("tencent/Hunyuan3D-2mini", "hunyuan3d-dit-v2-mini",
                                 ("config.yaml", "model.fp16.safetensors"), "Hunyuan3D-2mini shape")

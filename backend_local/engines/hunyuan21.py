@@ -12,7 +12,7 @@ import os
 
 from . import base
 from . import hunyuan_common as hc
-from . import hunyuan_shape, hunyuan_texture
+from . import hunyuan_shape, hunyuan_speed, hunyuan_texture
 
 REPO_ID = "tencent/Hunyuan3D-2.1"
 SHAPE_MODEL = hc.ModelFiles(REPO_ID, "hunyuan3d-dit-v2-1", ("config.yaml", "model.fp16.ckpt"), "Hunyuan3D-2.1 shape")
@@ -34,6 +34,8 @@ class Hunyuan21Engine(hc.HunyuanEngine):
     name = "hunyuan3d-2.1"
     capabilities = frozenset({base.SHAPE, base.TEXTURE})
     vram_gb = {base.SHAPE: 10.0, base.TEXTURE: 21.0}
+    # (weights, largest component, working memory) in GB for the planner before a stage is loaded
+    stage_sizes = {base.SHAPE: (7.4, 6.1, 3.0), base.TEXTURE: (7.5, 4.0, 8.0)}
     remover_module = "hy3dshape.rembg"
 
     # -- where things are
@@ -105,7 +107,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
             root, _ = hc.locate(SHAPE_MODEL, self.settings)
             return hunyuan_shape.load_shape_model("hy3dshape", root, SHAPE_MODEL.subfolder, device,
                                                   hc.library_dtype(device, self.settings), use_safetensors=False,
-                                                  paths=folders)
+                                                  paths=folders, settings=self.settings)
         problem = self.painter_device_problem(device)
         if problem:
             raise problem
@@ -139,8 +141,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
         job.progress("shape", 0.02, "loading %s" % self.name)
         model = self.model(base.SHAPE, job.device)
         with hc.library_paths(self.library_folders()):
-            return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
-                                                                                  default=8000)))
+            return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device))
 
     def generate_texture(self, job, shape):
         import trimesh

@@ -1,6 +1,7 @@
 """The shape stage both Hunyuan libraries share: hy3dgen (2.0, 2mini) and hy3dshape (2.1) have the same
 Hunyuan3DDiTFlowMatchingPipeline call and the same pymeshlab postprocessors, under different names."""
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,7 @@ from shared.errors import INTERNAL, Gen3DError
 
 from . import base
 from . import hunyuan_common as hc
+from . import hunyuan_memory, hunyuan_speed
 
 
 @dataclass
@@ -21,14 +23,19 @@ class ShapeModel:
     face_reducer: object
 
 
-def load_shape_model(package, root, subfolder, device, dtype, use_safetensors, paths=()):
+def load_shape_model(package, root, subfolder, device, dtype, use_safetensors, paths=(), settings=None):
     """from_pretrained on a local folder (root/subfolder holds config.yaml and the checkpoint), with
-    downloads blocked; `package` is the library's module holding the pipeline and postprocessors."""
+    downloads blocked; `package` is the library's module holding the pipeline and postprocessors. The
+    modules are built on the meta device and take the checkpoint's fp16 tensors (memory-mapped), so no
+    fp32 copy of the model is ever made in host RAM (setting "lean_load" false: the library's own way)."""
     library = hc.import_library(package, "The %s shape pipeline" % package, paths)
-    with hc.library_paths(paths), hc.offline({}):
+    lean = str(hc.setting(settings, "lean_load", default="true")).lower() not in ("0", "false", "no")
+    with hc.library_paths(paths), hc.offline({}), \
+            (hunyuan_memory.lean_construction() if lean else contextlib.nullcontext()):
         pipeline = library.Hunyuan3DDiTFlowMatchingPipeline.from_pretrained(
             root, subfolder=subfolder, use_safetensors=use_safetensors, variant="fp16", device=str(device),
             dtype=dtype)
+    hunyuan_speed.apply_shape_speed(pipeline, settings)
     return ShapeModel(pipeline, library.FloaterRemover(), library.DegenerateFaceRemover(), library.FaceReducer())
 
 
