@@ -150,8 +150,9 @@ def build_paint(root):
         hunyuan_tiny._text_encoder, hunyuan_tiny._vae = original_text, original_vae
     del unet, base
     dino_dir = os.path.join(root, "facebook", "dinov2-giant")
-    dino = Dinov2Model(Dinov2Config(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, mlp_ratio=4,
-                                    image_size=518, patch_size=14, use_swiglu_ffn=True, layerscale_value=1.0))
+    with torch.device("cuda"):
+        dino = Dinov2Model(Dinov2Config(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, mlp_ratio=4,
+                                        image_size=518, patch_size=14, use_swiglu_ffn=True, layerscale_value=1.0))
     sizes["dinov2_giant"] = params_b(dino)
     dino.half().save_pretrained(dino_dir)
     BitImageProcessor(do_resize=True, size={"shortest_edge": 256}, do_center_crop=True,

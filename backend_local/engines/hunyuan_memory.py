@@ -37,10 +37,17 @@ def lean_construction():
         yield
         return
     original_load_state_dict = torch.nn.Module.load_state_dict
+    original_register = torch.nn.Module.register_parameter
     original_load = torch.load
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
-        result = original_load_state_dict(self, state_dict, strict=strict, assign=True)
+        # accelerate's meta patch of register_parameter would send the assigned tensors to meta too
+        patched = torch.nn.Module.register_parameter
+        torch.nn.Module.register_parameter = original_register
+        try:
+            result = original_load_state_dict(self, state_dict, strict=strict, assign=True)
+        finally:
+            torch.nn.Module.register_parameter = patched
         materialize_leftovers(self)
         return result
 
