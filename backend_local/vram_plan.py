@@ -193,3 +193,20 @@ def host_available_gb():
         return psutil.virtual_memory().available / GB
     except ImportError:
         return 1e9
+
+
+def card_summary(needs, cards=(80, 24, 16, 12), host_gb=32):
+    """How an engine's stages run on common card sizes, for the engine menu: {"24": "shape resident,
+    texture resident; shape waits in host RAM", ...}, from the second job of plan_jobs (the steady state)."""
+    summary = {}
+    for card in cards:
+        steps = plan_jobs(needs, card, host_gb)[len(needs):]
+        parts = ["%s %s" % (key.split("/")[-1], plan.run.replace("_", " ")) for key, plan, _source in steps]
+        waits = sorted({moved.split("/")[-1] for _key, plan, _s in steps for moved, action in plan.moves.items()
+                        if action == TO_HOST})
+        if waits:
+            parts[-1] += "; %s waits in host RAM" % ", ".join(waits)
+        if not all(plan.fits for _key, plan, _s in steps):
+            parts.append("does not fit")
+        summary[str(card)] = ", ".join(parts)
+    return summary

@@ -145,3 +145,13 @@ def test_lean_construction_builds_on_meta_and_takes_the_checkpoint_tensors(tmp_p
         assert model.weight.device.type == "meta"
         model.load_state_dict(torch.load(str(path), map_location="cpu", weights_only=True)["model"])
     assert model.weight.dtype == torch.float16 and torch.equal(model.weight, source.weight)
+
+
+def test_engine_menu_says_how_each_card_runs_hunyuan21():
+    from backend_local.engines.hunyuan21 import Hunyuan21Engine
+
+    engine = Hunyuan21Engine({})
+    summary = vp.card_summary([engine.stage_need(stage) for stage in ("shape", "texture")])
+    assert summary["80"] == "shape resident, texture resident"
+    assert summary["24"].endswith("shape waits in host RAM")
+    assert "texture model offload" in summary["16"] and "texture sequential offload" in summary["12"]
