@@ -24,6 +24,7 @@ from . import device as devices
 from . import export, foreground, imageio, upright
 from .engines.base import SHAPE, TEXTURE, JobContext
 from .engines.registry import EngineRegistry
+from . import offload
 from .memory import MemoryPlanner
 from .mesh_ops import mesh_summary, smooth_vertex_normals
 
@@ -95,8 +96,11 @@ class Pipeline:
                 exc.stage = exc.stage or tracker.stage
                 raise
             except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-                raise Gen3DError(OUT_OF_MEMORY, self._oom_message(exc, tracker.stage), stage=tracker.stage,
-                                 retryable=True)
+                offload.free_failure(exc)       # its frames hold the activations: free them before measuring
+                failure = Gen3DError(OUT_OF_MEMORY, self._oom_message(exc, tracker.stage), stage=tracker.stage,
+                                     retryable=True)
+                del exc
+                raise failure from None
             except Exception as exc:
                 traceback.print_exc(file=sys.stderr)
                 raise Gen3DError(INTERNAL, "Gen3D hit an unexpected error during %s (%s: %s). Try again; if it "
