@@ -5,6 +5,7 @@ Pure stdlib so that it runs inside Blender's Python, the local worker and the re
 
 import base64
 import binascii
+from collections import namedtuple
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import IMAGE_TOO_LARGE, Gen3DError, invalid
@@ -18,15 +19,29 @@ IMAGE_FIELDS = ("image", "image_url", "image_path")
 # A base64 payload larger than this cannot be a sane input image (64 MP are caught after decoding).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
-# name: (type, default, low, high)
-_NUMERIC = {
-    "seed": (int, 1234, 0, 2 ** 32 - 1),
-    "octree_resolution": (int, 256, 64, 512),
-    "num_inference_steps": (int, 5, 1, 100),
-    "guidance_scale": (float, 5.0, 0.1, 20.0),
-    "face_count": (int, 40000, 1000, 200000),
-    "texture_size": (int, 1024, 256, 4096),
+class NumberField(namedtuple("NumberField", "kind default low high label help")):
+    """One numeric request field: type, default, inclusive range, a short label and what it does.
+    The CLI's --help, the add-on's properties and validation all read this one table."""
+
+    def describe_range(self):
+        return "%s..%s" % (self.low, self.high) if self.kind is int else "%g..%g" % (self.low, self.high)
+
+
+NUMERIC_FIELDS = {
+    "seed": NumberField(int, 1234, 0, 2 ** 32 - 1, "Seed",
+                        "random seed: the same seed and inputs give the same result"),
+    "octree_resolution": NumberField(int, 256, 64, 512, "Octree resolution",
+                                     "resolution of the shape's sampling grid (builtin: its upper bound)"),
+    "num_inference_steps": NumberField(int, 5, 1, 100, "Steps",
+                                       "diffusion steps of a model engine (the builtin engine ignores it)"),
+    "guidance_scale": NumberField(float, 5.0, 0.1, 20.0, "Guidance",
+                                  "how closely a model engine follows the image (the builtin engine ignores it)"),
+    "face_count": NumberField(int, 40000, 1000, 200000, "Faces", "target triangle count"),
+    "texture_size": NumberField(int, 1024, 256, 4096, "Texture size",
+                                "texture width and height in pixels, a power of two"),
 }
+# name: (type, default, low, high), the older view of the same table
+_NUMERIC = {name: tuple(field[:4]) for name, field in NUMERIC_FIELDS.items()}
 
 
 @dataclass(frozen=True)
@@ -41,12 +56,12 @@ class JobRequest:
     texture_engine: str = None
     remove_background: bool = True
     texture: bool = True
-    seed: int = 1234
-    octree_resolution: int = 256
-    num_inference_steps: int = 5
-    guidance_scale: float = 5.0
-    face_count: int = 40000
-    texture_size: int = 1024
+    seed: int = NUMERIC_FIELDS["seed"].default
+    octree_resolution: int = NUMERIC_FIELDS["octree_resolution"].default
+    num_inference_steps: int = NUMERIC_FIELDS["num_inference_steps"].default
+    guidance_scale: float = NUMERIC_FIELDS["guidance_scale"].default
+    face_count: int = NUMERIC_FIELDS["face_count"].default
+    texture_size: int = NUMERIC_FIELDS["texture_size"].default
 
     @property
     def effective_texture_engine(self):
@@ -106,7 +121,7 @@ def _check_api_version(value):
     return value.strip()
 
 
-def _check_number(name, value):
+def check_number(name, value):
     kind, _default, low, high = _NUMERIC[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(name, "must be a number, got %s" % type(value).__name__)
@@ -172,7 +187,7 @@ def parse_request(data, allow_path=True):
             raise invalid(flag, "must be true or false, got %r" % (value,))
         values[flag] = value
     for name, spec in _NUMERIC.items():
-        values[name] = _check_number(name, data.get(name, spec[1]))
+        values[name] = check_number(name, data.get(name, spec[1]))
     size = values["texture_size"]
     if size & (size - 1):
         raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)
