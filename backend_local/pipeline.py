@@ -7,6 +7,7 @@ written last), so a failed or cancelled job never leaves something that looks li
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -45,14 +46,45 @@ def load_source(request, cancel=None):
     return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
 
 
-def prepare_output(out_dir):
-    """Refuse to clobber a folder that holds something other than an earlier Gen3D result."""
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, META_FILE)):
-        raise Gen3DError(INVALID_INPUT, "The output folder %s already holds other files; choose an empty or new "
-                         "folder." % out_dir, stage="queued", retryable=False)
+def _bad_output(message):
+    return Gen3DError(INVALID_INPUT, message, stage="queued", retryable=False)
+
+
+def prepare_output(out_dir, overwrite=True):
+    """Check that a result can be written to `out_dir` before any work starts: refuse a folder holding
+    something other than an earlier Gen3D result, an earlier result unless `overwrite`, a path under a
+    file, and a place we may not write to (each an INVALID_INPUT saying what to do)."""
+    out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise Gen3DError(INVALID_INPUT, "The output path %s is a file, not a folder." % out_dir, stage="queued",
-                         retryable=False)
+        raise _bad_output("The output path %s is a file, not a folder; choose a folder." % out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not os.path.isfile(os.path.join(out_dir, META_FILE)):
+            raise _bad_output("The output folder %s already holds other files; choose an empty or new folder."
+                              % out_dir)
+        if not overwrite:
+            raise _bad_output("The output folder %s already holds a Gen3D result; choose another folder, or "
+                              "pass --overwrite to replace it." % out_dir)
+    # The result is staged beside out_dir, so its parent (made if missing) must be a writable folder.
+    parent = os.path.dirname(out_dir)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise _bad_output("Cannot create the output folder %s: %s is a file, not a folder. Choose another "
+                          "--out." % (out_dir, existing))
+    try:   # a real write (os.access says yes to root even on a read-only file system)
+        os.rmdir(tempfile.mkdtemp(prefix=".gen3d-write-check-", dir=existing))
+    except OSError as exc:
+        raise _bad_output("Cannot write the output folder %s: %s in %s. Choose a folder you can write to."
+                          % (out_dir, exc.strerror or exc, existing))
+
+
+def _make_staging(staging):
+    try:
+        os.makedirs(staging)
+    except OSError as exc:
+        raise _bad_output("Cannot create the output folder beside %s (%s). Choose a folder you can write to."
+                          % (os.path.dirname(staging), exc.strerror or exc))
 
 
 def _publish(staging, out_dir):
@@ -74,8 +106,9 @@ class Pipeline:
         self.memory = MemoryPlanner(self.device, low_memory)
         self._lock = threading.Lock()   # one job at a time per device
 
-    def run(self, request, out_dir, job_id=None, on_progress=None, cancel=None):
-        """Run one job into `out_dir`. Returns the manifest; raises Gen3DError on failure."""
+    def run(self, request, out_dir, job_id=None, on_progress=None, cancel=None, overwrite=True):
+        """Run one job into `out_dir`. Returns the manifest; raises Gen3DError on failure. An earlier
+        result in `out_dir` is replaced only with `overwrite`."""
         job_id = job_id or new_job_id()
         out_dir = os.path.abspath(out_dir)
         tracker = ProgressTracker(job_id, on_progress)
@@ -83,8 +116,8 @@ class Pipeline:
         staging = os.path.join(os.path.dirname(out_dir), ".%s.partial-%s" % (os.path.basename(out_dir), job_id))
         with self._lock:
             try:
-                prepare_output(out_dir)
-                os.makedirs(staging)
+                prepare_output(out_dir, overwrite)
+                _make_staging(staging)
                 with devices.PeakMemory(self.device) as peak:
                     manifest = self._run(request, staging, job_id, tracker, cancel)
                 manifest["peak_memory_mb"] = round(peak.peak_mb, 1)

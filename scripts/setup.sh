@@ -1,21 +1,57 @@
 #!/usr/bin/env bash
 # Creates .venv and installs Gen3D with the given extras (comma-separated, e.g. local,remote,test).
-# torch goes in first and on its own: an unpinned torch would pull several GB of CUDA packages.
+# torch goes in first and on its own: the CUDA build where an NVIDIA GPU is found (nvidia-smi), the CPU
+# build elsewhere (plain PyPI's torch is the CUDA build, with ~17 nvidia packages). GEN3D_TORCH
+# overrides the choice with pip arguments, split into words, e.g.
+#   GEN3D_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" scripts/setup.sh local
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-local}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-TORCH_SPEC="${GEN3D_TORCH:-torch==2.13.0}"
+TORCH_VERSION=2.13.0
+CPU_INDEX=https://download.pytorch.org/whl/cpu
 GLTF_VALIDATOR_VERSION=2.0.0-dev.3.10
+
+# The version pip would install for a spec here, without installing it (a local wheel folder or
+# mirror may already serve the CPU build, "2.13.0+cpu").
+pip_would_install() {
+  .venv/bin/python -m pip install --dry-run --ignore-installed --no-deps --quiet --report - "$@" 2>/dev/null |
+    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["install"][0]["metadata"]["version"])' \
+    2>/dev/null || true
+}
+
+choose_torch() {
+  if [ -n "${GEN3D_TORCH:-}" ]; then
+    read -r -a TORCH_ARGS <<< "$GEN3D_TORCH"
+    TORCH_WHY="GEN3D_TORCH"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    TORCH_ARGS=("torch==$TORCH_VERSION")
+    TORCH_WHY="an NVIDIA GPU was found: CUDA build"
+  elif [[ "$(pip_would_install "torch==$TORCH_VERSION")" == *+cpu ]]; then
+    TORCH_ARGS=("torch==$TORCH_VERSION")
+    TORCH_WHY="no NVIDIA GPU: CPU build (served locally)"
+  else
+    TORCH_ARGS=("torch==$TORCH_VERSION" --index-url "$CPU_INDEX")
+    TORCH_WHY="no NVIDIA GPU: CPU build from $CPU_INDEX"
+  fi
+}
+
+torch_build() {
+  .venv/bin/python -c 'import torch; print("torch %s, %s" % (torch.__version__, "CUDA %s build" % torch.version.cuda if torch.version.cuda else "CPU build"))'
+}
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  echo "installing $TORCH_SPEC" >&2
-  .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
+  choose_torch
+  echo "installing ${TORCH_ARGS[*]} ($TORCH_WHY)" >&2
+  .venv/bin/python -m pip install --quiet "${TORCH_ARGS[@]}"
+  echo "installed $(torch_build)" >&2
+else
+  echo "keeping the installed $(torch_build)" >&2
 fi
 echo "installing gen3d[$EXTRAS]" >&2
 .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"

@@ -5,6 +5,7 @@ Pure stdlib so that it runs inside Blender's Python, the local worker and the re
 
 import base64
 import binascii
+from collections import namedtuple
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import IMAGE_TOO_LARGE, Gen3DError, invalid
@@ -24,15 +25,29 @@ NULLABLE = ("num_inference_steps",)
 # A base64 payload larger than this cannot be a sane input image (64 MP are caught after decoding).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
-# name: (type, default, low, high)
-_NUMERIC = {
-    "seed": (int, 1234, 0, 2 ** 32 - 1),
-    "octree_resolution": (int, 256, 64, 512),
-    "num_inference_steps": (int, None, 1, 100),
-    "guidance_scale": (float, 5.0, 0.1, 20.0),
-    "face_count": (int, 40000, 1000, 200000),
-    "texture_size": (int, 1024, 256, 4096),
+class NumberField(namedtuple("NumberField", "kind default low high label help")):
+    """One numeric request field: type, default, inclusive range, a short label and what it does.
+    The CLI's --help, the add-on's properties and validation all read this one table."""
+
+    def describe_range(self):
+        return "%s..%s" % (self.low, self.high) if self.kind is int else "%g..%g" % (self.low, self.high)
+
+
+NUMERIC_FIELDS = {
+    "seed": NumberField(int, 1234, 0, 2 ** 32 - 1, "Seed",
+                        "random seed: the same seed and inputs give the same result"),
+    "octree_resolution": NumberField(int, 256, 64, 512, "Octree resolution",
+                                     "resolution of the shape's sampling grid (builtin: its upper bound)"),
+    "num_inference_steps": NumberField(int, None, 1, 100, "Steps",
+                                       "diffusion steps of a model engine (default: the engine's own, e.g. 50, or 5 for a turbo model; the builtin engine ignores it)"),
+    "guidance_scale": NumberField(float, 5.0, 0.1, 20.0, "Guidance",
+                                  "how closely a model engine follows the image (the builtin engine ignores it)"),
+    "face_count": NumberField(int, 40000, 1000, 200000, "Faces", "target triangle count"),
+    "texture_size": NumberField(int, 1024, 256, 4096, "Texture size",
+                                "texture width and height in pixels, a power of two"),
 }
+# name: (type, default, low, high), the older view of the same table
+_NUMERIC = {name: tuple(field[:4]) for name, field in NUMERIC_FIELDS.items()}
 
 
 @dataclass(frozen=True)
@@ -48,12 +63,12 @@ class JobRequest:
     remove_background: bool = True
     texture: bool = True
     preset: str = None
-    seed: int = 1234
-    octree_resolution: int = 256
-    num_inference_steps: int = None
-    guidance_scale: float = 5.0
-    face_count: int = 40000
-    texture_size: int = 1024
+    seed: int = NUMERIC_FIELDS["seed"].default
+    octree_resolution: int = NUMERIC_FIELDS["octree_resolution"].default
+    num_inference_steps: int = NUMERIC_FIELDS["num_inference_steps"].default
+    guidance_scale: float = NUMERIC_FIELDS["guidance_scale"].default
+    face_count: int = NUMERIC_FIELDS["face_count"].default
+    texture_size: int = NUMERIC_FIELDS["texture_size"].default
 
     @property
     def effective_texture_engine(self):
@@ -113,7 +128,7 @@ def _check_api_version(value):
     return value.strip()
 
 
-def _check_number(name, value):
+def check_number(name, value):
     kind, _default, low, high = _NUMERIC[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(name, "must be a number, got %s" % type(value).__name__)
@@ -184,7 +199,7 @@ def parse_request(data, allow_path=True):
     preset_fields = PRESET_FIELDS.get(preset, {})
     for name, spec in _NUMERIC.items():
         value = data.get(name, preset_fields.get(name, spec[1]))
-        values[name] = None if value is None and name in NULLABLE else _check_number(name, value)
+        values[name] = None if value is None and name in NULLABLE else check_number(name, value)
     size = values["texture_size"]
     if size & (size - 1):
         raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)
