@@ -21,6 +21,7 @@ from shared.request import parse_request
 
 from . import job_store
 from .execute import execute_job
+from .public_errors import public_error
 
 
 def log(message):
@@ -136,7 +137,7 @@ class Scheduler:
             check_image_decodes(request)
         except Gen3DError as exc:
             exc.stage = "queued"
-            self.store.create_failed(job_id, exc.to_dict()["error"])
+            self.store.create_failed(job_id, public_error(exc.to_dict()["error"]))   # may quote 10 MB of input
             return job_id
         size = len(request.image or "")
         with self._cond:               # one submission at a time, so two cannot both squeeze under a quota

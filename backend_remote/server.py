@@ -192,7 +192,7 @@ def create_app(state):
         job = known_job(await submit(request))
         body = {"id": job.id, "status": job.status}
         if job.error is not None:
-            body["error"] = job.error
+            body["error"] = public_error(job.error, state.hidden_paths)
         return body
 
     @app.post("/runsync")
