@@ -93,6 +93,7 @@ class Scheduler:
         self._queue = collections.deque()
         self._running = {}
         self._cond = threading.Condition()
+        self._submit_lock = threading.Lock()
         self._stopping = False
         self._threads = []
 
@@ -140,9 +141,10 @@ class Scheduler:
             self.store.create_failed(job_id, public_error(exc.to_dict()["error"]))   # may quote 10 MB of input
             return job_id
         size = len(request.image or "")
-        with self._cond:               # one submission at a time, so two cannot both squeeze under a quota
+        with self._submit_lock:        # one submission at a time, so two cannot both squeeze under a quota
             self._check_quotas(owner, size)
             self.store.create(job_id, request_data, owner=owner)
+        with self._cond:
             self._queue.append(job_id)
             self._cond.notify_all()
         return job_id

@@ -1,6 +1,7 @@
 """A soak of the self-hosted server: many small jobs, and whether anything leaks.
 
-    python bench/soak.py [--jobs 200] [--in-flight 6] [--warmup 20] [--image IMG] [--json FILE]
+    python bench/soak.py [--jobs 200] [--in-flight 6] [--warmup 20] [--no-texture] [--max-minutes M]
+                         [--image IMG] [--json FILE]
 
 Starts `python -m backend_remote serve` on 127.0.0.1 (disk storage, CPU, the builtin engine at its
 smallest settings), keeps `--in-flight` jobs queued or running until `--jobs` have ended, and
@@ -9,7 +10,8 @@ is downloaded in full, the others by HEAD), FAILED, or lost (the server stopped 
 never ended). Every 10th job is a bad request mixed in (refused at submit; must stay refused).
 Reports completed / failed / lost, the tracebacks in the server's log, and the memory of the
 server and its device process (RSS, summed) after the warm-up jobs and at the end: growth after
-warm-up should be under 5 %.
+warm-up should be under 5 %. `--max-minutes` stops submitting after that long (the jobs in flight
+still finish) and reports how many jobs it ran, for machines too slow or too busy for the full count.
 """
 
 import argparse
@@ -102,16 +104,20 @@ def check_files(manifest, full):
     return None
 
 
-def soak(url, pid, image_b64, jobs, in_flight):
+def soak(url, pid, image_b64, jobs, in_flight, texture=True, max_s=None):
     api = httpx.Client(base_url=url, headers=auth(), timeout=60)
-    good = dict(SMALL, image=image_b64)
+    good = dict(SMALL, image=image_b64, texture=texture)
     bad = {"image": base64.b64encode(b"not an image").decode("ascii")}
     outcome = {"completed": 0, "failed": 0, "lost": 0, "bad_refused": 0, "bad_accepted": 0, "file_errors": []}
     pending = {}                         # job id -> (index, submitted at)
     submitted = ended = 0
     samples = []                         # (jobs ended, RSS MB)
+    next_sample = 10
     started = time.monotonic()
     while ended < jobs:
+        if max_s is not None and time.monotonic() - started > max_s and submitted < jobs:
+            print("time budget spent after %d submitted jobs; letting those finish" % submitted, flush=True)
+            jobs = submitted
         while submitted < jobs and len(pending) < in_flight:
             index = submitted
             submitted += 1
@@ -145,11 +151,14 @@ def soak(url, pid, image_b64, jobs, in_flight):
                     print("job %d %s: %s" % (index, body["status"], body.get("error")), flush=True)
             del pending[job_id]
             ended += 1
-            if ended % 10 == 0:
+            if ended >= next_sample:
+                next_sample += 10
                 samples.append((ended, rss_mb(pid)))
                 print("%3d/%d ended, %.0f s, RSS %.0f MB" % (ended, jobs, time.monotonic() - started, samples[-1][1]),
                       flush=True)
         time.sleep(0.1)
+    samples.append((ended, rss_mb(pid)))
+    outcome["jobs_run"] = jobs
     outcome["seconds"] = round(time.monotonic() - started, 1)
     return outcome, samples
 
@@ -159,6 +168,8 @@ def main():
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--in-flight", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=20, help="jobs ended before the RSS baseline")
+    parser.add_argument("--no-texture", action="store_true", help="untextured meshes (faster jobs)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop submitting after this long")
     parser.add_argument("--image", default=os.path.join(ROOT, "tests", "data", "sphere", "input.png"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -167,7 +178,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="gen3d-soak-") as work:
         proc, url, log_path = start_server(work)
         try:
-            outcome, samples = soak(url, proc.pid, image_b64, args.jobs, args.in_flight)
+            outcome, samples = soak(url, proc.pid, image_b64, args.jobs, args.in_flight,
+                                    texture=not args.no_texture,
+                                    max_s=args.max_minutes * 60 if args.max_minutes else None)
             alive = proc.poll() is None
         finally:
             proc.terminate()
@@ -177,7 +190,7 @@ def main():
     baseline = next((rss for ended, rss in samples if ended >= args.warmup), samples[0][1])
     final = samples[-1][1]
     peak = max(rss for ended, rss in samples if ended >= args.warmup)
-    report = dict(outcome, jobs=args.jobs, server_alive_at_end=alive, tracebacks=text.count("Traceback (most recent"),
+    report = dict(outcome, jobs_asked=args.jobs, texture=not args.no_texture, server_alive_at_end=alive, tracebacks=text.count("Traceback (most recent"),
                   rss_after_warmup_mb=round(baseline, 1), rss_end_mb=round(final, 1), rss_peak_mb=round(peak, 1),
                   rss_growth=round((final - baseline) / baseline, 4), rss_samples=[(n, round(r, 1)) for n, r in samples])
     report["ok"] = (report["lost"] == 0 and report["tracebacks"] == 0 and not report["file_errors"]
