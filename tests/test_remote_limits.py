@@ -21,7 +21,7 @@ from PIL import Image
 
 from backend_remote.public_errors import public_message
 
-from test_remote_support import (API_KEY, LOOPBACK_ENV, ROOT, ServerProcess, auth, sphere_bytes, sphere_request,
+from test_remote_support import (LOOPBACK_ENV, ROOT, ServerProcess, auth, sphere_bytes, sphere_request,
                                  wait_for)
 
 pytest_plugins = ["test_remote_support"]
