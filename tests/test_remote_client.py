@@ -333,9 +333,19 @@ def test_a_429_with_retry_after_is_waited_out(endpoint_factory, tmp_path):
     assert any("retrying in 2 s" in event["message"] for event in events)
 
 
-def test_jitter_spreads_retries():
+def test_jitter_spreads_retries_and_retry_after_forms():
     waits = {round(remote_client._jittered(1.0), 6) for _ in range(50)}
     assert len(waits) > 40 and all(1.0 <= wait <= 1.25 for wait in waits)
+
+    class Answer:
+        def __init__(self, value):
+            self.headers = {"Retry-After": value} if value is not None else {}
+
+    import email.utils
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    assert remote_client.retry_after_s(Answer("120")) == 120.0
+    assert 115 < remote_client.retry_after_s(Answer(later)) <= 120
+    assert remote_client.retry_after_s(Answer("soon")) is None and remote_client.retry_after_s(Answer(None)) is None
 
 
 def test_giving_up_polling_cancels_the_remote_job(endpoint_factory, tmp_path):
