@@ -4,6 +4,7 @@ A result is staged in a hidden sibling folder and moved into place only when com
 written last), so a failed or cancelled job never leaves something that looks like a result.
 """
 
+import errno
 import os
 import shutil
 import sys
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from shared.errors import CANCELLED, INTERNAL, INVALID_INPUT, OUT_OF_MEMORY, Gen3DError
+from shared.errors import CANCELLED, INTERNAL, INVALID_INPUT, OUT_OF_MEMORY, STORAGE, Gen3DError
 from shared.manifest import INPUT_FILE, MESH_FILE, META_FILE, build_manifest, map_file, write_manifest
 from shared.progress import ProgressTracker
 
@@ -30,6 +31,8 @@ from .memory import MemoryPlanner
 from .mesh_ops import mesh_summary, smooth_vertex_normals
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+# A disk that cannot take the job's files: STORAGE, said without the folder's path.
+DISK_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
 
 
 def new_job_id():
@@ -134,15 +137,24 @@ class Pipeline:
                                      retryable=True)
                 del exc
                 raise failure from None
+            except OSError as exc:
+                if exc.errno not in DISK_ERRNOS:
+                    raise self._internal(exc, tracker.stage)
+                raise Gen3DError(STORAGE, "Could not write the job's files during %s (%s). The output disk is full "
+                                 "or read-only; free space or fix its permissions." % (tracker.stage, exc.strerror),
+                                 stage=tracker.stage, retryable=True)
             except Exception as exc:
-                traceback.print_exc(file=sys.stderr)
-                raise Gen3DError(INTERNAL, "Gen3D hit an unexpected error during %s (%s: %s). Try again; if it "
-                                 "keeps failing, report it with the worker log." % (tracker.stage,
-                                                                                     type(exc).__name__, exc),
-                                 stage=tracker.stage, retryable=False)
+                raise self._internal(exc, tracker.stage)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
                 self.memory.after_job(self.registry)
+
+    @staticmethod
+    def _internal(exc, stage):
+        traceback.print_exc(file=sys.stderr)
+        return Gen3DError(INTERNAL, "Gen3D hit an unexpected error during %s (%s: %s). Try again; if it keeps "
+                          "failing, report it with the worker log." % (stage, type(exc).__name__, exc),
+                          stage=stage, retryable=False)
 
     def _oom_message(self, exc, stage):
         if self.device.type == "cuda":

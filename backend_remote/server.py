@@ -116,8 +116,8 @@ def create_app(state):
     async def _bad_parameter(_request, exc):
         problems = "; ".join("%s: %s" % (".".join(str(part) for part in error.get("loc", ())), error.get("msg"))
                              for error in exc.errors())
-        return JSONResponse(Gen3DError(INVALID_INPUT, "Bad request parameter (%s)." % problems,
-                                       retryable=False).to_dict(), status_code=400)
+        return error_response(400, Gen3DError(INVALID_INPUT, "Bad request parameter (%s)." % problems,
+                                              retryable=False))
 
     def authorize(request):
         """The caller's key name (for quotas); 401 without a valid key."""
@@ -192,7 +192,7 @@ def create_app(state):
         job = known_job(await submit(request))
         body = {"id": job.id, "status": job.status}
         if job.error is not None:
-            body["error"] = job.error
+            body["error"] = public_error(job.error, state.hidden_paths)
         return body
 
     @app.post("/runsync")

@@ -112,6 +112,8 @@ def decode_base64_image(text):
     if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 4:
         raise Gen3DError(IMAGE_TOO_LARGE, "The image is over %d MB. Send a smaller image (at most "
                          "64 megapixels)." % (MAX_IMAGE_BYTES // 2 ** 20), stage="queued", retryable=False)
+    if any(ch in text for ch in " \t\r\n"):     # MIME-style base64 wraps its lines
+        text = "".join(text.split())
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
