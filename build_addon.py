@@ -7,7 +7,9 @@ writes
     dist/gen3d-<version>.zip          extension for Blender 4.2+ (blender_manifest.toml at the root)
     dist/gen3d-<version>-legacy.zip   add-on with bl_info for Blender 3.4 to 4.1 (folder gen3d/)
 Both hold blender_addon/ plus a copy of shared/ as the subpackage gen3d/shared (the add-on imports
-the job contract as `.shared`). The version comes from shared/version.py only.
+the job contract as `.shared`), and backend_source/: the local backend's sources (backend_local/,
+shared/, pyproject.toml, README.md) that the preferences' "Set up local backend" pip-installs into
+the add-on's own Python environment. The version comes from shared/version.py only.
 
 The extension is then checked with Blender's own validator: `blender --command extension validate`
 when a Blender 4.2+ binary is found ($BLENDER or `blender` on PATH), else the same validator module
@@ -29,6 +31,9 @@ import zipfile
 ROOT = os.path.dirname(os.path.abspath(__file__))
 ADDON_SRC = os.path.join(ROOT, "blender_addon")
 SHARED_SRC = os.path.join(ROOT, "shared")
+BACKEND_SOURCE = "backend_source"        # blender_addon/backend_setup.py SOURCE_FOLDER
+BACKEND_PACKAGES = ("backend_local", "shared")
+BACKEND_FILES = ("pyproject.toml", "README.md")   # pyproject names README.md as the readme
 ADDON_ID = "gen3d"
 BLENDER_VERSION_MIN = "4.2.0"
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)          # fixed timestamps: the same sources give the same zip
@@ -96,6 +101,8 @@ def package_entries(version):
             entries[relative] = handle.read()
     if any(name.startswith("shared/") for name in entries):
         raise SystemExit("build_addon: blender_addon/shared/ must not exist; shared/ is vendored from the top level")
+    if any(name.startswith(BACKEND_SOURCE + "/") for name in entries):
+        raise SystemExit("build_addon: blender_addon/%s/ must not exist; it is built from the top level" % BACKEND_SOURCE)
     for relative, path in source_files(SHARED_SRC):
         with open(path, "rb") as handle:
             entries["shared/" + relative] = handle.read()
@@ -104,6 +111,21 @@ def package_entries(version):
     if ".".join(str(n) for n in info["version"]) != ".".join(re.findall(r"\d+", version)[:3]):
         raise SystemExit("build_addon: bl_info version stamp failed")
     entries["__init__.py"] = init.encode("utf-8")
+    entries.update(backend_entries())
+    return entries
+
+
+def backend_entries():
+    """{backend_source/...: bytes}: what `pip install backend_source[local]` needs, Python sources only
+    (the package has no data files)."""
+    entries = {}
+    for package in BACKEND_PACKAGES:
+        for relative, path in source_files(os.path.join(ROOT, package)):
+            with open(path, "rb") as handle:
+                entries["%s/%s/%s" % (BACKEND_SOURCE, package, relative)] = handle.read()
+    for name in BACKEND_FILES:
+        with open(os.path.join(ROOT, name), "rb") as handle:
+            entries["%s/%s" % (BACKEND_SOURCE, name)] = handle.read()
     return entries
 
 

@@ -1,4 +1,4 @@
-"""Command line: `python -m backend_local generate|serve|engines`.
+"""Command line: `python -m backend_local generate|serve|engines|install`.
 
 generate: exit 0 on success (one summary line per image on stdout), exit 2 with the error JSON on
 stderr when a job fails. Several images may be given; each goes to OUT/<image stem>/ and the models
@@ -11,7 +11,10 @@ import os
 import sys
 
 from shared.errors import Gen3DError
-from shared.request import SHAPE_ENGINES, TEXTURE_ENGINES, parse_request
+from shared.request import PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, parse_request
+
+from .install import cli as install_cli
+from .install import record as install_record
 
 EXIT_FAILED = 2
 
@@ -33,7 +36,9 @@ def build_parser():
     gen.add_argument("--face-count", type=_positive_int)
     gen.add_argument("--texture-size", type=_positive_int)
     gen.add_argument("--octree-resolution", type=_positive_int)
-    gen.add_argument("--steps", dest="num_inference_steps", type=_positive_int)
+    gen.add_argument("--preset", choices=PRESETS, help="quality preset: the engine's model variant and step count")
+    gen.add_argument("--steps", dest="num_inference_steps", type=_positive_int,
+                     help="diffusion steps (default: the engine's own, e.g. 50, or 5 for a turbo model)")
     gen.add_argument("--guidance-scale", type=float)
     gen.add_argument("--seed", type=_positive_int)
     gen.add_argument("--no-texture", action="store_true")
@@ -49,12 +54,14 @@ def build_parser():
 
     engines = sub.add_parser("engines", help="list engines and whether they can run here")
     engines.add_argument("--json", action="store_true")
+
+    install_cli.add_parser(sub)
     return parser
 
 
 def _request_fields(args, image):
     fields = {"image_path": os.path.abspath(image), "engine": args.engine}
-    for name in ("texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
+    for name in ("preset", "texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
                  "guidance_scale", "seed"):
         value = getattr(args, name)
         if value is not None:
@@ -136,6 +143,9 @@ def cmd_engines(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    install_record.apply_to_environment()     # engines default to what `install` put in place
+    if args.command == "install":
+        return install_cli.main(args)
     if args.command == "generate":
         return cmd_generate(args)
     if args.command == "engines":

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pygltflib as gl
 
+from .tangents import mikktspace_tangents
+
 # zlib level 1 with the run-length strategy: on baked maps (smooth gradients after PNG's row filters)
 # this is both faster and smaller than level 3's default strategy (albedo 1024^2: 0.053 s / 451 KB
 # against 0.077 s / 488 KB).
@@ -73,11 +75,17 @@ def write_glb(path, vertices, faces, normals, uvs=None, textures=None, name="Gen
     """textures: {"albedo": png, "normal": png, "orm": png} bytes, or None for an untextured mesh."""
     gltf = gl.GLTF2(asset=gl.Asset(generator="Gen3D", version="2.0"))
     blob = _Blob(gltf)
+    # glTF wants unit normals (the validator checks them at float32 precision)
+    normals = np.asarray(normals, dtype=np.float64)
+    normals = normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)
     attributes = gl.Attributes(
         POSITION=blob.accessor(vertices.astype(np.float32), gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER, with_bounds=True),
         NORMAL=blob.accessor(normals.astype(np.float32), gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER))
     if uvs is not None:
         attributes.TEXCOORD_0 = blob.accessor(uvs.astype(np.float32), gl.VEC2, gl.FLOAT, gl.ARRAY_BUFFER)
+        if textures:   # a normal map: its tangent space, as Blender and other MikkTSpace viewers build it
+            attributes.TANGENT = blob.accessor(mikktspace_tangents(vertices, faces, normals, uvs), gl.VEC4,
+                                               gl.FLOAT, gl.ARRAY_BUFFER)
     indices = blob.accessor(faces.astype(np.uint32).reshape(-1), gl.SCALAR, gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER)
 
     material = gl.Material(name=name + "_material", doubleSided=False)

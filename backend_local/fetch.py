@@ -17,10 +17,11 @@ import ipaddress
 import os
 import socket
 import ssl
+import threading
 import time
 from urllib.parse import urljoin, urlsplit
 
-from shared.errors import IMAGE_TOO_LARGE, INVALID_INPUT, Gen3DError
+from shared.errors import CANCELLED, IMAGE_TOO_LARGE, INVALID_INPUT, Gen3DError
 from shared.version import __version__
 
 ALLOW_ENV = "GEN3D_ALLOW_PRIVATE_URLS"
@@ -28,10 +29,17 @@ REDIRECT_CODES = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 DEFAULT_TIMEOUT = (5.0, 20.0)     # seconds: connect, then each read
 TOTAL_TIME_LIMIT = 120.0          # a server dripping bytes slowly still ends here
+_WATCH_INTERVAL = 0.05            # how often the watchdog looks at the cancel event and the deadline
 _CHUNK = 64 * 1024
 
 # NAT64 (RFC 6052) carries an IPv4 address in its last 32 bits.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _short(text, limit=200):
+    """Echo at most `limit` characters of a user's input in a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _refused(message):
@@ -89,19 +97,20 @@ def _is_allowed(ip, allow_networks):
 
 
 def _parse(url):
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port               # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        raise _refused("The image URL %r is not a valid URL (%s); check the link." % (_short(url), "bad host or port"))
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise _refused("The image URL must start with http:// or https:// (got %r)." % (parts.scheme or url))
+        raise _refused("The image URL must start with http:// or https:// (got %r)." % _short(parts.scheme or url))
     if parts.username or parts.password:
         raise _refused("The image URL must not contain a user name or password; use a public link to the image.")
     host = parts.hostname
     if not host:
-        raise _refused("The image URL %r has no host name; check the link." % url)
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise _refused("The image URL %r has an invalid port; check the link." % url)
+        raise _refused("The image URL %r has no host name; check the link." % _short(url))
+    port = parts.port or (443 if scheme == "https" else 80)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -113,7 +122,7 @@ def resolve_checked(host, port, allow_networks=()):
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise _unreachable("The image URL's host %r could not be found (%s). Check the link." % (host, exc))
+        raise _unreachable("The image URL's host %r could not be found (%s). Check the link." % (_short(host), exc))
     addresses = []
     for family, _type, _proto, _name, sockaddr in infos:
         ip = ipaddress.ip_address(sockaddr[0].split("%")[0])
@@ -168,18 +177,73 @@ def _describe_network_error(exc):
     return str(exc) or type(exc).__name__
 
 
-def _read_body(response, max_bytes, deadline, url):
+class _Watchdog:
+    """Ends a download at its deadline or on cancel, wherever it is blocked: it shuts the current
+    connection's socket down, so a read waiting on a server that drips bytes returns at once."""
+
+    def __init__(self, deadline, cancel):
+        self.deadline = deadline
+        self.cancel = cancel
+        self.fired = None                  # "cancel" or "deadline" once it has acted
+        self._connection = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="gen3d-fetch-watchdog", daemon=True)
+        self._thread.start()
+
+    def watch(self, connection):
+        with self._lock:
+            self._connection = connection
+            if self.fired:
+                self._shut(connection)
+
+    def _watch(self):
+        while not self._done.wait(_WATCH_INTERVAL):
+            reason = "cancel" if self.cancel is not None and self.cancel.is_set() else \
+                "deadline" if time.monotonic() > self.deadline else None
+            if reason:
+                with self._lock:
+                    self.fired = reason
+                    self._shut(self._connection)
+                return
+
+    @staticmethod
+    def _shut(connection):
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def check(self, url):
+        """Raise CANCELLED or the deadline error when the download must stop now."""
+        if self.fired == "cancel" or (self.cancel is not None and self.cancel.is_set()):
+            raise Gen3DError(CANCELLED, "The job was cancelled.", stage="preprocess", retryable=False)
+        if self.fired == "deadline" or time.monotonic() > self.deadline:
+            raise _unreachable("Downloading the image from %s took longer than %.0f s. Use a faster host or send "
+                               "the image itself." % (url, TOTAL_TIME_LIMIT), retryable=True)
+
+    def stop(self):
+        self._done.set()
+
+
+def _read_body(response, max_bytes, watchdog, read_timeout, url):
     declared = response.getheader("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise Gen3DError(IMAGE_TOO_LARGE, "The image at %s is %.1f MB; the limit is %.0f MB. Use a smaller image."
                          % (url, int(declared) / 2 ** 20, max_bytes / 2 ** 20), stage="preprocess", retryable=False)
     chunks, size = [], 0
+    sock = getattr(response.fp, "raw", None)
+    sock = getattr(sock, "_sock", None)
     while True:
-        if time.monotonic() > deadline:
-            raise _unreachable("Downloading the image from %s took longer than %.0f s. Use a faster host or send "
-                               "the image itself." % (url, TOTAL_TIME_LIMIT), retryable=True)
-        chunk = response.read(_CHUNK)
+        watchdog.check(url)
+        if sock is not None:     # no single read may outlast the overall deadline
+            sock.settimeout(max(0.01, min(read_timeout, watchdog.deadline - time.monotonic())))
+        # read1: at most one receive, so a byte-a-second server cannot keep one call busy for a 64 KiB chunk.
+        chunk = response.read1(_CHUNK)
         if not chunk:
+            watchdog.check(url)        # a shut-down socket reads as the end of the body
             return b"".join(chunks)
         size += len(chunk)
         if size > max_bytes:
@@ -188,26 +252,42 @@ def _read_body(response, max_bytes, deadline, url):
         chunks.append(chunk)
 
 
-def fetch_image(url, max_bytes, timeout=DEFAULT_TIMEOUT, allow_networks=None, max_redirects=MAX_REDIRECTS):
+def fetch_image(url, max_bytes, timeout=DEFAULT_TIMEOUT, allow_networks=None, max_redirects=MAX_REDIRECTS,
+                cancel=None, total_time=TOTAL_TIME_LIMIT):
     """Download `url` and return its bytes, refusing internal addresses on every hop.
 
-    `timeout` is (connect, read) seconds or one number for both. `allow_networks` exempts networks
-    from the public-address rule (tests); None reads GEN3D_ALLOW_PRIVATE_URLS.
-    Raises Gen3DError INVALID_INPUT (refused, unreachable, HTTP error) or IMAGE_TOO_LARGE.
+    `timeout` is (connect, read) seconds or one number for both; the whole download, redirects
+    included, ends after `total_time` seconds or as soon as the `cancel` event is set, even in the
+    middle of a read. `allow_networks` exempts networks from the public-address rule (tests); None
+    reads GEN3D_ALLOW_PRIVATE_URLS.
+    Raises Gen3DError INVALID_INPUT (refused, unreachable, HTTP error, too slow), IMAGE_TOO_LARGE or
+    CANCELLED.
     """
     connect_timeout, read_timeout = timeout if isinstance(timeout, (tuple, list)) else (timeout, timeout)
     if allow_networks is None:
         allow_networks = allowed_networks_from_env()
     allow_networks = tuple(ipaddress.ip_network(net, strict=False) if isinstance(net, str) else net
                            for net in allow_networks)
-    deadline = time.monotonic() + TOTAL_TIME_LIMIT
+    watchdog = _Watchdog(time.monotonic() + total_time, cancel)
+    try:
+        return _fetch(url, max_bytes, connect_timeout, read_timeout, allow_networks, max_redirects, watchdog)
+    finally:
+        watchdog.stop()
+
+
+def _fetch(url, max_bytes, connect_timeout, read_timeout, allow_networks, max_redirects, watchdog):
     current = url
     for _hop in range(max_redirects + 1):
+        shown = _short(current)
+        watchdog.check(shown)
         scheme, host, port, path = _parse(current)
         family, ip = resolve_checked(host, port, allow_networks)
         kind = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
         connection = kind(host, port, ip, family, connect_timeout, read_timeout)
+        response = None
         try:
+            connection.connect()
+            watchdog.watch(connection)
             connection.request("GET", path, headers={"User-Agent": "Gen3D/%s" % __version__,
                                                      "Accept": "image/png, image/jpeg, image/webp, */*;q=0.5",
                                                      "Accept-Encoding": "identity"})
@@ -215,19 +295,25 @@ def fetch_image(url, max_bytes, timeout=DEFAULT_TIMEOUT, allow_networks=None, ma
             if response.status in REDIRECT_CODES:
                 location = response.getheader("Location")
                 if not location:
-                    raise _unreachable("The image URL %s redirects without saying where to; check the link." % current)
+                    raise _unreachable("The image URL %s redirects without saying where to; check the link." % shown)
                 current = urljoin(current, location.strip())
                 continue
             if response.status != 200:
                 raise _unreachable("The image URL %s answered HTTP %d %s. Check that the link opens the image in a "
-                                   "browser without logging in." % (current, response.status, response.reason),
+                                   "browser without logging in." % (shown, response.status,
+                                                                    _short(response.reason, 80)),
                                    retryable=response.status >= 500)
-            return _read_body(response, max_bytes, deadline, current)
-        except (OSError, http.client.HTTPException) as exc:
+            return _read_body(response, max_bytes, watchdog, read_timeout, shown)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            watchdog.check(shown)       # the watchdog closed the socket: say why
             raise _unreachable("Could not download the image from %s: %s. Check that the URL is reachable from the "
-                               "internet, or send the image itself." % (current, _describe_network_error(exc)),
+                               "internet, or send the image itself." % (shown, _describe_network_error(exc)),
                                retryable=isinstance(exc, (socket.timeout, TimeoutError)))
         finally:
+            watchdog.watch(None)
+            _Watchdog._shut(connection)     # the response holds the socket open; end the connection itself
+            if response is not None:
+                response.close()
             connection.close()
     raise _unreachable("The image URL %s redirects more than %d times; link to the image file directly."
-                       % (url, max_redirects))
+                       % (_short(url), max_redirects))

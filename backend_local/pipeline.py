@@ -21,7 +21,7 @@ from shared.manifest import INPUT_FILE, MESH_FILE, META_FILE, build_manifest, ma
 from shared.progress import ProgressTracker
 
 from . import device as devices
-from . import export, foreground, imageio
+from . import export, foreground, imageio, upright
 from .engines.base import SHAPE, TEXTURE, JobContext
 from .engines.registry import EngineRegistry
 from .memory import MemoryPlanner
@@ -34,14 +34,14 @@ def new_job_id():
     return uuid.uuid4().hex[:16]
 
 
-def load_source(request):
-    """The raw bytes (or a path) of the request's image."""
+def load_source(request, cancel=None):
+    """The raw bytes (or a path) of the request's image; a download stops as soon as `cancel` is set."""
     if request.image:
         return request.image_bytes()
     if request.image_path:
         return os.path.expanduser(request.image_path)
     from .fetch import fetch_image  # only jobs with image_url need the network
-    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES)
+    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
 
 
 def prepare_output(out_dir):
@@ -135,7 +135,7 @@ class Pipeline:
         # Preprocess: decode, find the object, frame it.
         t0 = time.perf_counter()
         report("preprocess", 0.0, "reading the image")
-        pixels, has_alpha = imageio.open_image(load_source(request))
+        pixels, has_alpha = imageio.open_image(load_source(request, cancel))
         report("preprocess", 0.3, "finding the object")
         rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed,
                                           check=lambda: report("preprocess", 0.3),
@@ -163,6 +163,7 @@ class Pipeline:
         t0 = time.perf_counter()
         report("export", 0.0, "writing files")
         name = "gen3d_%s" % job_id
+        elevation = float(getattr(shape, "elevation_deg", 0.0) or 0.0)
         if textured is not None:
             maps = dict(textured.maps)
             maps["orm"] = export.orm_image(maps["ao"], maps["roughness"], maps["metallic"])
@@ -173,18 +174,23 @@ class Pipeline:
                     handle.write(data)
             normals = textured.normals if textured.normals is not None else \
                 smooth_vertex_normals(textured.vertices, textured.faces)
-            export.write_glb(os.path.join(staging, MESH_FILE), textured.vertices, textured.faces, normals,
+            # After texturing: the rotation is rigid, so UVs and the tangent-space normal map stay valid.
+            vertices, normals = upright.to_upright(textured.vertices, normals, elevation)
+            faces = textured.faces
+            export.write_glb(os.path.join(staging, MESH_FILE), vertices, faces, normals,
                              textured.uvs, {"albedo": encoded["albedo"], "normal": encoded["normal"], "orm": orm},
                              name=name)
-            vertices, faces = textured.vertices, textured.faces
         else:
-            vertices, faces = shape.vertices, shape.faces
+            vertices, _ = upright.to_upright(shape.vertices, None, elevation)
+            faces = shape.faces
             export.write_glb(os.path.join(staging, MESH_FILE), vertices, faces,
                              smooth_vertex_normals(vertices, faces), name=name)
         report("export", 0.9, "manifest")
         timings["export"] = time.perf_counter() - t0
         timings["upload"] = 0.0
         timings["total"] = time.perf_counter() - started
-        return build_manifest(staging, job_id, request, shape_engine.name,
+        # job.request: the engines fill null fields with the values they used (meta.json records those).
+        return build_manifest(staging, job_id, job.request, shape_engine.name,
                               texture_engine.name if texture_engine else None, mesh_summary(vertices, faces),
-                              timings, devices.describe(self.device), 0.0)
+                              timings, devices.describe(self.device), 0.0, frame=upright.FRAME,
+                              view=upright.view_record(0.0, elevation))

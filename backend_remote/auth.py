@@ -37,9 +37,16 @@ class ApiKeys:
 
     def authorized(self, header):
         """True for an `Authorization: Bearer <key>` header carrying one of the keys."""
+        return self.owner(header) is not None
+
+    def owner(self, header):
+        """A short, non-secret name for the key in `header` (for per-key quotas), or None."""
         scheme, _, token = (header or "").strip().partition(" ")
         offered = _digest(token.strip())
-        match = False
+        found = None
         for digest in self._digests:          # no early exit: every key is compared every time
-            match |= hmac.compare_digest(offered, digest)
-        return match and scheme.lower() == "bearer"
+            if hmac.compare_digest(offered, digest):
+                found = digest
+        if found is None or scheme.lower() != "bearer":
+            return None
+        return hashlib.sha256(b"gen3d-owner" + found).hexdigest()[:16]

@@ -33,9 +33,14 @@ def build_parser():
     serve.add_argument("--url-expiry", type=int, default=3600, metavar="SECONDS",
                        help="lifetime of download URLs handed out by /status (default 3600)")
     serve.add_argument("--public-url", default=None,
-                       help="base URL clients reach this server at, when behind a proxy (default: as requested)")
+                       help="base URL clients reach this server at, when behind a proxy (default: the address the "
+                            "client connected to; the Host header is not trusted)")
     serve.add_argument("--job-timeout", type=int, default=3600, metavar="SECONDS",
                        help="a running job is stopped as TIMED_OUT after this long (default 3600)")
+    serve.add_argument("--max-jobs-per-key", type=int, default=16, metavar="N",
+                       help="jobs one API key may have queued or running at once (default 16)")
+    serve.add_argument("--max-queued-mb", type=int, default=4096, metavar="MB",
+                       help="inline images waiting on disk, all keys together (default 4096; one key: an eighth)")
     serve.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     serve.add_argument("--queue", default=os.environ.get(QUEUE_ENV) or None, metavar="redis://HOST:PORT/N",
                        help="farm mode: put jobs on this Redis queue for `worker` processes instead of running "
@@ -57,19 +62,21 @@ def build_parser():
 
 
 def cmd_serve(args):
-    import uvicorn
-
+    from .http_server import serve
+    from .scheduler import Quotas
     from .server import build_state, create_app
 
     try:
         state = build_state(args.api_key_file, args.data_dir, args.storage,
                             devices=[d.strip() for d in args.device.split(",") if d.strip()],
                             retention_s=args.retention_hours * 3600, url_expiry_s=args.url_expiry,
-                            public_url=args.public_url, job_timeout_s=args.job_timeout, queue_url=args.queue)
+                            public_url=args.public_url, job_timeout_s=args.job_timeout, queue_url=args.queue,
+                            quotas=Quotas(args.max_jobs_per_key, args.max_queued_mb * 2 ** 20 // 8,
+                                          args.max_queued_mb * 2 ** 20))
     except (Gen3DError, ValueError) as exc:
         print("error: %s" % (exc.message if isinstance(exc, Gen3DError) else exc), file=sys.stderr)
         return 2
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
+    serve(create_app(state), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

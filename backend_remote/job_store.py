@@ -2,12 +2,13 @@
 
 Every change is committed as it happens. A state change only applies from the state it expects
 (e.g. complete() only from IN_PROGRESS), so a cancel that lands while a job finishes cannot be
-overwritten. The request (with its base64 image) lives in its own table and is dropped as soon as
-the job ends.
+overwritten. The request lives in its own table and its base64 image in a file of its own (so the
+database stays small however large the images are); both are dropped as soon as the job ends.
 """
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -70,13 +71,38 @@ def _loads(text):
 
 
 class JobStore:
-    def __init__(self, path, clock=time.time):
+    def __init__(self, path, clock=time.time, inputs_dir=None):
         self.clock = clock
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in (("owner", "TEXT"), ("input_bytes", "INTEGER NOT NULL DEFAULT 0")):
+            if name not in columns:       # a database from before quotas
+                self._db.execute("ALTER TABLE jobs ADD COLUMN %s %s" % (name, kind))
+        self.inputs_dir = inputs_dir or os.path.join(os.path.dirname(os.path.abspath(path)), "inputs")
+        os.makedirs(self.inputs_dir, exist_ok=True)
+        self._drop_orphan_inputs()
+
+    def _input_path(self, job_id):
+        return os.path.join(self.inputs_dir, "%s.b64" % job_id)
+
+    def _drop_input(self, job_id):
+        try:
+            os.remove(self._input_path(job_id))
+        except OSError:
+            pass
+
+    def _drop_orphan_inputs(self):
+        """Images of jobs that ended or were never recorded (a crash between the file and the row)."""
+        live = {row[0] for row in self._db.execute("SELECT id FROM jobs WHERE status IN (?, ?)",
+                                                   (IN_QUEUE, IN_PROGRESS))}
+        for name in os.listdir(self.inputs_dir):
+            if name.rsplit(".", 1)[0] not in live:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.inputs_dir, name))
 
     def close(self):
         with self._lock:
@@ -103,11 +129,26 @@ class JobStore:
             return self._db.execute(sql, params).rowcount > 0
 
     # creating and reading -------------------------------------------------------------------
-    def create(self, job_id, request):
+    def create(self, job_id, request, owner=None):
+        """Queue a job; its inline image (base64 text) goes to a file, the rest of the request to the DB."""
         now = self.clock()
-        with self._transaction() as db:
-            db.execute("INSERT INTO jobs (id, status, created_at) VALUES (?, ?, ?)", (job_id, IN_QUEUE, now))
-            db.execute("INSERT INTO job_requests (id, request) VALUES (?, ?)", (job_id, json.dumps(request)))
+        request = dict(request)
+        image = request.pop("image", None)
+        size = 0
+        if isinstance(image, str) and image:
+            path = self._input_path(job_id)
+            with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                handle.write(image)
+            os.replace(path + ".tmp", path)
+            size = len(image)
+        try:
+            with self._transaction() as db:
+                db.execute("INSERT INTO jobs (id, status, created_at, owner, input_bytes) VALUES (?, ?, ?, ?, ?)",
+                           (job_id, IN_QUEUE, now, owner, size))
+                db.execute("INSERT INTO job_requests (id, request) VALUES (?, ?)", (job_id, json.dumps(request)))
+        except BaseException:
+            self._drop_input(job_id)
+            raise
 
     def create_failed(self, job_id, error):
         """A job refused at submission (invalid input): recorded so /status answers for it."""
@@ -124,7 +165,24 @@ class JobStore:
 
     def request(self, job_id):
         row = self._execute("SELECT request FROM job_requests WHERE id = ?", (job_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        request = json.loads(row[0])
+        try:
+            with open(self._input_path(job_id), encoding="utf-8") as handle:
+                request["image"] = handle.read()
+        except FileNotFoundError:
+            pass
+        return request
+
+    def active(self, owner=None):
+        """(jobs, inline image bytes) queued or running, for one key or (None) for everyone."""
+        sql = "SELECT COUNT(*), COALESCE(SUM(input_bytes), 0) FROM jobs WHERE status IN (?, ?)"
+        params = (IN_QUEUE, IN_PROGRESS)
+        if owner is not None:
+            sql, params = sql + " AND owner = ?", params + (owner,)
+        count, size = self._execute(sql, params).fetchone()
+        return count, size
 
     def queued_ids(self):
         rows = self._execute("SELECT id FROM jobs WHERE status = ? ORDER BY created_at, rowid", (IN_QUEUE,))
@@ -153,6 +211,8 @@ class JobStore:
                           json.dumps(error) if error is not None else None, job_id) + tuple(from_statuses)).rowcount
             if changed:
                 db.execute("DELETE FROM job_requests WHERE id = ?", (job_id,))
+        if changed:
+            self._drop_input(job_id)
         return changed > 0
 
     def complete(self, job_id, manifest):
@@ -179,3 +239,4 @@ class JobStore:
         with self._transaction() as db:
             db.execute("DELETE FROM job_requests WHERE id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self._drop_input(job_id)

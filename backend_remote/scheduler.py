@@ -4,6 +4,7 @@ in-memory queue only orders the work and is rebuilt from the store at start-up.
 """
 
 import collections
+import io
 import os
 import shutil
 import sys
@@ -12,7 +13,9 @@ import time
 import traceback
 import uuid
 
-from shared.errors import CANCELLED, INTERNAL, TIMEOUT, Gen3DError
+from dataclasses import dataclass
+
+from shared.errors import CANCELLED, INTERNAL, INVALID_INPUT, TIMEOUT, Gen3DError, invalid
 from shared.progress import progress_event
 from shared.request import parse_request
 
@@ -34,6 +37,38 @@ def interrupted_error(job):
                       "again.", stage=stage, retryable=True).to_dict()["error"]
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """What one API key may have queued or running at once, and the server-wide cap on the inline
+    images waiting on disk (each up to ~86 MB of base64)."""
+    jobs_per_key: int = 16
+    bytes_per_key: int = 512 * 2 ** 20
+    bytes_total: int = 4 * 2 ** 30
+
+
+class QueueFull(Exception):
+    """A submission over a quota: the server answers 429 with Retry-After."""
+
+    def __init__(self, message, retry_after_s=30):
+        super().__init__(message)
+        self.error = Gen3DError(INVALID_INPUT, message, stage="queued", retryable=True)
+        self.retry_after_s = retry_after_s
+
+
+def check_image_decodes(request):
+    """Refuse an inline image that is not a readable picture at submission, not minutes later."""
+    if not request.image:
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(request.image_bytes())) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise invalid("image", "is not a PNG, JPEG or WebP image that can be read (the data may be cut short or "
+                      "not an image); send the image file's bytes base64-encoded")
+
+
 class _Running:
     def __init__(self, job_id):
         self.job_id = job_id
@@ -46,9 +81,10 @@ class _Running:
 
 
 class Scheduler:
-    def __init__(self, store, storage, work_root, pipelines, job_timeout_s=3600):
-        """`pipelines` maps a device name to its Pipeline; each gets one worker thread."""
+    def __init__(self, store, storage, work_root, pipelines, job_timeout_s=3600, quotas=Quotas()):
+        """`pipelines` maps a device name to its Pipeline (or DeviceProcess); each gets one worker thread."""
         self.store = store
+        self.quotas = quotas
         self.storage = storage
         self.work_root = work_root
         self.pipelines = dict(pipelines)
@@ -69,6 +105,8 @@ class Scheduler:
         with self._cond:
             self._queue.extend(self.store.queued_ids())
         for device, pipeline in self.pipelines.items():
+            if hasattr(pipeline, "start"):        # a DeviceProcess: its child loads the models meanwhile
+                pipeline.start()
             thread = threading.Thread(target=self._work, args=(device, pipeline), name="gen3d-%s" % device,
                                       daemon=True)
             thread.start()
@@ -84,22 +122,43 @@ class Scheduler:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+        for pipeline in self.pipelines.values():
+            if hasattr(pipeline, "close"):
+                pipeline.close()
 
     # requests -------------------------------------------------------------------------------
-    def submit(self, request_data):
-        """Queue a job; invalid input is recorded as FAILED straight away. Returns the job id."""
+    def submit(self, request_data, owner=None):
+        """Queue a job; invalid input is recorded as FAILED straight away. Returns the job id.
+        Raises QueueFull when `owner` (the API key) or the server is over its quota."""
         job_id = new_job_id()
         try:
-            parse_request(request_data, allow_path=False)
+            request = parse_request(request_data, allow_path=False)
+            check_image_decodes(request)
         except Gen3DError as exc:
             exc.stage = "queued"
             self.store.create_failed(job_id, exc.to_dict()["error"])
             return job_id
-        self.store.create(job_id, request_data)
-        with self._cond:
+        size = len(request.image or "")
+        with self._cond:               # one submission at a time, so two cannot both squeeze under a quota
+            self._check_quotas(owner, size)
+            self.store.create(job_id, request_data, owner=owner)
             self._queue.append(job_id)
             self._cond.notify_all()
         return job_id
+
+    def _check_quotas(self, owner, size):
+        jobs, queued = self.store.active(owner)
+        if owner is not None and jobs >= self.quotas.jobs_per_key:
+            raise QueueFull("This API key already has %d jobs queued or running (the limit is %d). Wait for some to "
+                            "finish, then submit again." % (jobs, self.quotas.jobs_per_key))
+        if owner is not None and queued + size > self.quotas.bytes_per_key:
+            raise QueueFull("This API key's waiting images already take %.0f MB (the limit is %.0f MB). Wait for "
+                            "some jobs to finish or send smaller images." % (queued / 2 ** 20,
+                                                                             self.quotas.bytes_per_key / 2 ** 20))
+        _all_jobs, total = self.store.active()
+        if total + size > self.quotas.bytes_total:
+            raise QueueFull("The server's queue is full (%.0f MB of images waiting). Try again in a few minutes."
+                            % (total / 2 ** 20), retry_after_s=60)
 
     def cancel(self, job_id):
         """Cancel a queued or running job; a finished job is left as it is. Returns the job (or None)."""
@@ -109,7 +168,7 @@ class Scheduler:
             self.store.cancel(job_id)
             running = self._running.get(job_id)
             if running is not None:
-                running.cancel.set()          # the pipeline stops at its next step
+                running.cancel.set()          # stops at the next step, or the device process is killed
             self._cond.notify_all()
         return self.store.get(job_id)
 

@@ -1,7 +1,10 @@
 """Shape scoring exactly as DESIGN.md "Test data" defines it.
 
-Both meshes are compared in the input camera's frame: the ground truth is rotated by the camera's
-view rotation, both are centred on their bounding boxes and scaled so their largest side is 1.
+Upright frame (the default): the ground truth is turned about the vertical axis by the front
+camera's azimuth only (no tilt, so a result that leans scores lower), both meshes are centred on
+their bounding boxes and scaled so their largest side is 1. The older camera frame (`frame="camera"`,
+kept to compare with results and figures from before the upright frame) rotates the ground truth by
+the camera's full view rotation instead.
 """
 
 import json
@@ -26,6 +29,30 @@ def view_rotation(camera):
     right /= np.linalg.norm(right)
     true_up = np.cross(backward, right)
     return np.stack([right, true_up, backward])
+
+
+def front_azimuth_deg(camera):
+    """The front camera's azimuth about the vertical axis (0 = looking from +Z toward the origin)."""
+    front = (camera.get("views") or {}).get("front") or {}
+    if "azimuth_deg" in front:
+        return float(front["azimuth_deg"])
+    position = np.asarray(camera["position"], dtype=np.float64) - np.asarray(camera.get("look_at", [0, 0, 0]))
+    return float(np.degrees(np.arctan2(position[0], position[2])))
+
+
+def azimuth_rotation(azimuth_deg):
+    """Rotation about +Y taking the direction toward a camera at `azimuth_deg` to +Z."""
+    a = np.radians(-azimuth_deg)
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def gt_rotation(camera, frame="upright"):
+    if frame == "camera":
+        return view_rotation(camera)
+    if frame != "upright":
+        raise ValueError("frame is 'upright' or 'camera', not %r" % frame)
+    return azimuth_rotation(front_azimuth_deg(camera))
 
 
 def load_mesh(path):
@@ -75,8 +102,8 @@ def score(pred, gt):
         precision, recall = (d_pg < tau).mean(), (d_gp < tau).mean()
         f = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         result["f@%g" % tau] = float(f)
-    # Front: the camera's view (x right, y up). Side: 90 degrees to the camera's right, looking
-    # back along -X, so the image's horizontal axis is -Z.
+    # Front: seen from +Z (x right, y up). Side: from +X (the front camera's right), looking back
+    # along -X, so the image's horizontal axis is -Z.
     result["iou_front"] = iou(silhouette(pred, [0, 1]), silhouette(gt, [0, 1]))
     flip = np.diag([1.0, 1.0, -1.0])
     side_pred = trimesh.Trimesh(pred.vertices @ flip, pred.faces, process=False)
@@ -85,9 +112,9 @@ def score(pred, gt):
     return result
 
 
-def score_case(pred_path, gt_path, camera_path):
+def score_case(pred_path, gt_path, camera_path, frame="upright"):
     with open(camera_path) as handle:
         camera = json.load(handle)
-    gt = normalized(load_mesh(gt_path), view_rotation(camera))
+    gt = normalized(load_mesh(gt_path), gt_rotation(camera, frame))
     pred = normalized(load_mesh(pred_path))
     return score(pred, gt)

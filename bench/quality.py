@@ -1,10 +1,12 @@
 """Score generated shapes against the ground truth of a dataset (DESIGN.md "Test data").
 
-    python bench/quality.py DATASET OUTPUTS [--json FILE]
+    python bench/quality.py DATASET OUTPUTS [--frame upright|camera] [--json FILE]
 
 DATASET holds <case>/gt.glb and <case>/camera.json; OUTPUTS holds <case>/mesh.glb (as written by
 `python -m backend_local generate DATASET/<case>/input.png --out OUTPUTS/<case>`).
-Prints one row per case and a mean row.
+Prints one row per case and a mean row. Scored in the upright frame (a result that leans scores
+lower); `--frame camera` scores in the input camera's frame as before the upright frame, to compare
+with older results.
 """
 
 import argparse
@@ -23,6 +25,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
     parser.add_argument("outputs")
+    parser.add_argument("--frame", choices=("upright", "camera"), default="upright",
+                        help="frame the ground truth is compared in (default: upright)")
     parser.add_argument("--json", help="also write the table as JSON here")
     args = parser.parse_args(argv)
 
@@ -35,7 +39,7 @@ def main(argv=None):
         if not os.path.isfile(pred):
             print("%-12s missing %s" % (case, pred), file=sys.stderr)
             continue
-        rows[case] = score_case(pred, gt, os.path.join(args.dataset, case, "camera.json"))
+        rows[case] = score_case(pred, gt, os.path.join(args.dataset, case, "camera.json"), args.frame)
     if not rows:
         print("no cases scored", file=sys.stderr)
         return 1
@@ -45,7 +49,7 @@ def main(argv=None):
         print("%-12s" % case + "".join("%12.4f" % row[c] for c in COLUMNS))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"cases": rows, "mean": mean}, handle, indent=2)
+            json.dump({"frame": args.frame, "cases": rows, "mean": mean}, handle, indent=2)
     return 0
 
 

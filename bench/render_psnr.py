@@ -6,14 +6,16 @@ render is re-lit before comparing: a second-order spherical-harmonics shading of
 
     python bench/render_psnr.py RESULT_DIR [RESULT_DIR...] [--save-dir DIR]
 
-The GLB is read back (pygltflib), its albedo texture is rendered unlit with a z-buffer from the front
-(orthographic, looking down -Z), framed on input.png's foreground, and compared with input.png's RGB
+The GLB is read back (pygltflib), its albedo texture is rendered unlit with a z-buffer from the input
+camera that meta.json's `view` records (the upright result turned back by its elevation, then
+orthographic, looking down -Z), framed on input.png's foreground, and compared with input.png's RGB
 where both the input's alpha and the render cover. A flipped, mirrored or shifted texture drops the
 PSNR by many dB, so this catches UV and projection mistakes that file checks cannot.
 """
 
 import argparse
 import io
+import json
 import os
 import sys
 
@@ -25,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from backend_local.engines.base import fit_view  # noqa: E402
+from backend_local.upright import upright_to_camera  # noqa: E402
 from backend_local.texturing import raster  # noqa: E402
 
 _COMPONENTS = {pygltflib.FLOAT: np.float32, pygltflib.UNSIGNED_INT: np.uint32,
@@ -70,9 +73,23 @@ def read_glb(path, with_normals=False):
     return vertices, faces, uvs, images
 
 
+def input_camera_rotation(result_dir):
+    """Upright frame -> the input camera's frame, from meta.json's `view` (level front when absent)."""
+    meta_path = os.path.join(result_dir, "meta.json")
+    view = {}
+    if os.path.isfile(meta_path):
+        with open(meta_path) as handle:
+            view = json.load(handle).get("view") or {}
+    if float(view.get("azimuth_deg", 0.0)) != 0.0:
+        raise ValueError("%s: only front (azimuth 0) input cameras are rendered" % result_dir)
+    return upright_to_camera(float(view.get("elevation_deg", 0.0)))
+
+
 def render_albedo(result_dir):
     """(render RGB, coverage mask, input RGB, input mask, per-pixel normals) at input.png's size."""
     vertices, faces, uvs, images, normals = read_glb(os.path.join(result_dir, "mesh.glb"), with_normals=True)
+    rotation = input_camera_rotation(result_dir)
+    vertices, normals = vertices @ rotation.T, normals @ rotation.T
     framed = np.asarray(Image.open(os.path.join(result_dir, "input.png")).convert("RGBA"))
     size = framed.shape[0]
     view = fit_view(vertices, framed[..., 3])

@@ -12,6 +12,8 @@ import threading
 from .worker_process import WorkerProcess
 
 CHECK_TIMEOUT_S = 120.0
+NO_PYTHON = ('No Python is set for the local backend: press "Set up local backend" in Edit > Preferences > '
+             'Add-ons > Gen3D, or choose the Python of an environment that has Gen3D there.')
 
 
 class EngineStatus:
@@ -52,6 +54,11 @@ class EngineStatus:
 
     def _check(self, settings):
         key = self.key(settings)
+        if not settings.python:       # running "" would only say "[Errno 13] Permission denied: ''"
+            with self._lock:
+                self._errors[key] = NO_PYTHON
+                self._checking.discard(key)
+            return
         worker = WorkerProcess(settings.python, settings.backend_dir)
         command = [settings.python, "-m", "backend_local", "engines", "--json"]
         try:

@@ -13,6 +13,7 @@ from mathutils import Matrix, Vector
 
 from .contract import Gen3DError, errors, manifest as contract_manifest
 from .material import build_material, map_paths
+from .naming import free_name, rename
 
 # Datablock collections the glTF importer may add to; whatever it added is removed again on failure
 # and the importer's own materials and images are removed once ours replaces them.
@@ -174,13 +175,17 @@ def import_result(context, path, name=None, options=None, location=None):
             raise Gen3DError(errors.INVALID_INPUT, "%s holds no mesh." % glb, retryable=False)
         obj = _single_root(context, new_objects, name)
         importer_leftovers = snapshot.added("materials") + snapshot.added("images")
-        material = build_material("Gen3D_%s" % name, maps, _uv_map(meshes[0]), options.ao_into_base_color)
+        material = build_material(free_name(bpy.data.materials, "Gen3D_%s" % name), maps, _uv_map(meshes[0]),
+                                  options.ao_into_base_color)
         for mesh_obj in meshes:
             mesh_obj.data.materials.clear()
             mesh_obj.data.materials.append(material)
         for block in importer_leftovers:
             (bpy.data.materials if isinstance(block, bpy.types.Material) else bpy.data.images).remove(block)
-        _size_and_place(obj, options.target_size, location)
+        _size(obj, options.target_size)
+        for new in new_objects:
+            new.rotation_mode = "XYZ"     # the importer leaves quaternions; artists rotate in Euler
+        _place(context, obj, location)
         obj["gen3d_folder"] = folder
         obj["gen3d_job_id"] = manifest.get("job_id", "")
         for other in context.view_layer.objects:
@@ -205,22 +210,23 @@ def _uv_map(obj):
 
 
 def _single_root(context, new_objects, name):
-    """The one top-level object of the import, named after the image (an Empty parents several)."""
+    """The one top-level object of the import, named after the image (an Empty parents several).
+    Only free names are given, so no existing datablock is renamed."""
     roots = [obj for obj in new_objects if obj.parent is None]
     if len(roots) == 1:
         root = roots[0]
     else:
-        root = bpy.data.objects.new(name, None)
+        root = bpy.data.objects.new(free_name(bpy.data.objects, name), None)
         context.collection.objects.link(root)
         for obj in roots:
             obj.parent = root
-    root.name = name
+    rename(root, bpy.data.objects, name)
     if root.type == "MESH":
-        root.data.name = name
+        rename(root.data, bpy.data.meshes, name)
     return root
 
 
-def _size_and_place(obj, target_size, location):
+def _size(obj, target_size):
     if target_size and target_size > 0:
         size = max(obj.dimensions) if obj.type == "MESH" else GENERATED_SIZE
         factor = target_size / size if size > 0 else 1.0
@@ -229,4 +235,41 @@ def _size_and_place(obj, target_size, location):
             obj.data.update()
         else:
             obj.scale = obj.scale * factor
-    obj.location = location
+
+
+def world_bounds(obj):
+    """(low, high) corners of the world-space box around obj's meshes and their children; None if none."""
+    corners = []
+    for each in [obj] + list(obj.children_recursive if hasattr(obj, "children_recursive") else _descendants(obj)):
+        if each.type == "MESH":
+            corners += [each.matrix_world @ Vector(corner) for corner in each.bound_box]
+    if not corners:
+        return None
+    return (Vector([min(c[i] for c in corners) for i in range(3)]),
+            Vector([max(c[i] for c in corners) for i in range(3)]))
+
+
+def _descendants(obj):
+    for child in obj.children:
+        yield child
+        yield from _descendants(child)
+
+
+def _place(context, obj, location):
+    """Stand the object on `location`: lowest point at its z, centred on it in x and y. A single mesh
+    gets its origin moved to that base point, so it also rotates and scales about its base."""
+    context.view_layer.update()
+    location = Vector(location)
+    bounds = world_bounds(obj)
+    if bounds is None:
+        obj.location = location
+        return
+    low, high = bounds
+    base = Vector(((low.x + high.x) / 2, (low.y + high.y) / 2, low.z))
+    if obj.type == "MESH" and not obj.children and obj.parent is None:
+        local_base = obj.matrix_world.inverted() @ base
+        obj.data.transform(Matrix.Translation(-local_base))
+        obj.data.update()
+        obj.location = location
+    else:
+        obj.location = obj.location + (location - base)

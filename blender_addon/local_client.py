@@ -24,9 +24,9 @@ LOG_NAME = "worker.log"
 
 def check_python(path):
     if not path:
-        raise Gen3DError(errors.INVALID_INPUT, "No Python executable is set for the local backend. Set it in %s "
-                         "(the Python of the Gen3D environment, e.g. <project>/.venv/bin/python) or set the "
-                         "GEN3D_PYTHON environment variable." % PREFERENCES_HINT, stage="queued", retryable=False)
+        raise Gen3DError(errors.INVALID_INPUT, "No Python executable is set for the local backend. Press \"Set up local "
+                         "backend\" in %s, or choose the Python of a Gen3D environment there (e.g. "
+                         "<project>/.venv/bin/python), or set the GEN3D_PYTHON environment variable." % PREFERENCES_HINT, stage="queued", retryable=False)
     if not os.path.isfile(path):
         raise Gen3DError(errors.INVALID_INPUT, "The Python executable '%s' does not exist. Fix the path in %s."
                          % (path, PREFERENCES_HINT), stage="queued", retryable=False)

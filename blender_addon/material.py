@@ -13,6 +13,13 @@ import os
 
 import bpy
 
+from .naming import rename
+
+# An image texture node is about 270 px tall when drawn (taller with its preview open): one row per
+# map with room between them, so no node overlaps another.
+IMAGE_NODE_STEP = 340
+IMAGE_COLUMN_X = -760
+
 SRGB = "sRGB"
 NON_COLOR = "Non-Color"
 MAP_COLORSPACE = {"albedo": SRGB, "normal": NON_COLOR, "roughness": NON_COLOR, "metallic": NON_COLOR,
@@ -34,7 +41,7 @@ def set_colorspace(image, name):
 
 def load_map(path, key, prefix):
     image = bpy.data.images.load(path, check_existing=False)
-    image.name = "%s_%s" % (prefix, key)
+    rename(image, bpy.data.images, "%s_%s" % (prefix, key))
     set_colorspace(image, MAP_COLORSPACE[key])
     if MAP_COLORSPACE[key] == NON_COLOR:
         image.alpha_mode = "NONE"         # data maps carry no alpha
@@ -84,24 +91,21 @@ def build_material(name, maps, uv_map="", ao_into_base_color=False):
     if not maps:
         return material
 
-    def image_node(key, y):
+    def image_node(key, row):
         node = nodes.new("ShaderNodeTexImage")
         node.name = node.label = NODE_NAMES[key]
         node.image = load_map(maps[key], key, name)
-        node.location = (-700, y)
+        node.location = (IMAGE_COLUMN_X, 700 - row * IMAGE_NODE_STEP)
         return node
 
-    albedo = image_node("albedo", 600)
-    ao = image_node("ao", 330)
-    metallic = image_node("metallic", 60)
-    roughness = image_node("roughness", -210)
-    normal = image_node("normal", -480)
+    albedo, ao, metallic, roughness, normal = (image_node(key, row) for row, key in enumerate(
+        ("albedo", "ao", "metallic", "roughness", "normal")))
 
     base_color = socket(bsdf.inputs, "Base Color")
     if ao_into_base_color:
         mix, a, b, result = _multiply_node(nodes)
         mix.name = mix.label = NODE_NAMES["ao_multiply"]
-        mix.location = (-300, 520)
+        mix.location = (-300, albedo.location.y)
         links.new(albedo.outputs["Color"], a)
         links.new(ao.outputs["Color"], b)
         links.new(result, base_color)
@@ -113,7 +117,7 @@ def build_material(name, maps, uv_map="", ao_into_base_color=False):
     normal_map.name = normal_map.label = NODE_NAMES["normal_map"]
     normal_map.space = "TANGENT"
     normal_map.uv_map = uv_map
-    normal_map.location = (-300, -420)
+    normal_map.location = (-300, normal.location.y)
     links.new(normal.outputs["Color"], socket(normal_map.inputs, "Color"))
     links.new(socket(normal_map.outputs, "Normal"), socket(bsdf.inputs, "Normal"))
     return material

@@ -9,13 +9,18 @@ import os
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
-from .settings import ENV_PYTHON, LOCAL, REMOTE, BackendSettings, ImportSettings, resolve_backend_dir, resolve_python
+from .settings import ENV_PYTHON, LOCAL, REMOTE, BackendSettings, ImportSettings, resolve_backend_dir
 
 ADDON_ID = __package__
 
 
 def default_output_dir():
     return os.path.join(bpy.utils.user_resource("DATAFILES"), "gen3d", "jobs")
+
+
+def _python_changed(self, context):
+    from . import setup_ui
+    setup_ui.python_changed(self, context)
 
 
 class GEN3D_AP_preferences(bpy.types.AddonPreferences):
@@ -26,10 +31,12 @@ class GEN3D_AP_preferences(bpy.types.AddonPreferences):
         items=[(LOCAL, "Local", "Run jobs in a worker process on this computer (GPU if it has one)"),
                (REMOTE, "Remote", "Send jobs to a RunPod serverless endpoint or a self-hosted Gen3D server")],
         default=LOCAL)
+    # No FILE_PATH subtype: its file browser hides .venv; setup_ui's Choose Python button shows it.
     python_path: StringProperty(
-        name="Python", subtype="FILE_PATH", default=os.environ.get(ENV_PYTHON, ""),
+        name="Python", default=os.environ.get(ENV_PYTHON, ""), update=_python_changed,
         description="Python executable of the environment that has Gen3D's backend (torch etc.), e.g. "
-                    "<project>/.venv/bin/python. Empty: $GEN3D_PYTHON, else the project's .venv")
+                    "<project>/.venv/bin/python; \"Set up local backend\" fills it in. Empty: $GEN3D_PYTHON, "
+                    "else the project's .venv")
     backend_dir: StringProperty(
         name="Backend folder", subtype="DIR_PATH", default="",
         description="The Gen3D project folder (holding backend_local/). Empty: $GEN3D_BACKEND_DIR, else the "
@@ -61,15 +68,13 @@ class GEN3D_AP_preferences(bpy.types.AddonPreferences):
         description="Multiply ambient occlusion into the base colour (the AO map is always kept as a node)")
 
     def draw(self, context):
-        from . import session
+        from . import session, setup_ui
         layout = self.layout
         layout.use_property_split = True
         layout.prop(self, "backend", expand=True)
         box = layout.box()
         if self.backend == LOCAL:
-            box.prop(self, "python_path")
-            if not self.python_path:
-                box.label(text="Using: %s" % (resolve_python("") or "nothing found, set it"), icon="INFO")
+            setup_ui.draw_local(box, self)
             box.prop(self, "backend_dir")
             if not self.backend_dir:
                 box.label(text="Using: %s" % (resolve_backend_dir("") or "the Python's installed Gen3D"),

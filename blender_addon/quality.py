@@ -17,7 +17,8 @@ DEFAULT_TEXTURE_SIZE = 1024
 
 # A preset writes these fields; the advanced panel shows (and may change) the result.
 PRESETS = {
-    "FAST": {"face_count": 10000, "texture_size": 512, "octree_resolution": 192, "num_inference_steps": 5},
-    "BALANCED": {"face_count": 40000, "texture_size": 1024, "octree_resolution": 256, "num_inference_steps": 5},
-    "HIGH": {"face_count": 100000, "texture_size": 2048, "octree_resolution": 384, "num_inference_steps": 15},
+# Steps are left to the engine (the contract's null: 50 for Hunyuan's standard DiTs, 5 for turbo ones).
+    "FAST": {"face_count": 10000, "texture_size": 512, "octree_resolution": 192},
+    "BALANCED": {"face_count": 40000, "texture_size": 1024, "octree_resolution": 256},
+    "HIGH": {"face_count": 100000, "texture_size": 2048, "octree_resolution": 384},
 }

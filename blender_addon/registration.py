@@ -2,9 +2,10 @@
 
 import bpy
 
-from . import file_handler, operators, prefs, props, session, ui
+from . import file_handler, operators, prefs, props, session, setup_ui, ui
 
-_CLASSES = prefs.classes + props.classes + operators.classes + ui.classes + file_handler.classes
+_CLASSES = (prefs.classes + props.classes + operators.classes + setup_ui.classes + ui.classes
+            + file_handler.classes)
 
 
 def register():
@@ -16,6 +17,7 @@ def register():
 
 def unregister():
     session.stop()                # cancels jobs and stops the worker before the classes go
+    setup_ui.cancel_all()         # a set-up or engine install in progress stops with the add-on
     props.unregister()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -4,6 +4,12 @@ events, the job list in the scene, imports when jobs finish, and shutdown.
 The timer is the only place job events are applied in the UI. It spends at most TICK_BUDGET_S per
 call on events and comes back every TICK_INTERVAL_S while anything is active; imports run in their
 own one-shot timer so a tick stays short.
+
+Blender must not stall while a job runs. Writing a scene property from Python tags the scene for the
+depsgraph and sends a window-wide redraw, 3D viewport included, so the job list in the scene is
+written only when a job's status changes (and before the file is saved); the sidebar reads live
+progress from the Job objects, and only the sidebar is redrawn, at most REDRAW_INTERVAL_S apart
+and only when what it shows changed.
 """
 
 import atexit
@@ -18,11 +24,13 @@ from .jobs import ACTIVE, COMPLETED, FAILED, JobManager
 
 TICK_INTERVAL_S = 0.1
 TICK_BUDGET_S = 0.004
+REDRAW_INTERVAL_S = 0.5
 MESSAGE_LINES = 12
 
 manager = None
 previews = None                  # bpy.utils.previews collection for image-file thumbnails
 _imports = []                    # job ids waiting for the import timer
+_redraw = {"shown": None, "at": 0.0}   # what the sidebar last showed, and when it was redrawn
 
 
 # lifecycle ------------------------------------------------------------------------------------------
@@ -36,6 +44,7 @@ def start():
     for handler in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
         handler.append(_after_undo)
     bpy.app.handlers.load_post.append(_after_load)
+    bpy.app.handlers.save_pre.append(_before_save)
     atexit.register(stop)
 
 
@@ -44,7 +53,7 @@ def stop():
     global manager, previews
     atexit.unregister(stop)
     for handler, function in ((bpy.app.handlers.undo_post, _after_undo), (bpy.app.handlers.redo_post, _after_undo),
-                              (bpy.app.handlers.load_post, _after_load)):
+                              (bpy.app.handlers.load_post, _after_load), (bpy.app.handlers.save_pre, _before_save)):
         if function in handler:
             handler.remove(function)
     for timer in (tick, _run_imports):
@@ -82,11 +91,26 @@ def tick():
     if manager is None:
         return None
     try:
-        if manager.pump(TICK_BUDGET_S):
-            redraw()
+        manager.pump(TICK_BUDGET_S)
+        _redraw_progress()
     except Exception:                 # Blender drops a timer that raises; the jobs would look stuck
         traceback.print_exc()
     return TICK_INTERVAL_S if manager.busy() else None
+
+
+def _redraw_progress():
+    """Redraw the sidebar when the progress it shows changed, at most every REDRAW_INTERVAL_S."""
+    shown = tuple((job.job_id, job.status, job.stage, round(job.progress * 100), job.message)
+                  for job in manager.jobs.values() if job.active)
+    now = time.monotonic()
+    if shown != _redraw["shown"] and now - _redraw["at"] >= REDRAW_INTERVAL_S:
+        _redraw.update(shown=shown, at=now)
+        redraw()
+
+
+def live_job(job_id):
+    """The running Job behind a list row (its progress is newer than the row's), else None."""
+    return manager.jobs.get(job_id) if manager is not None else None
 
 
 def client_status(settings):
@@ -106,25 +130,37 @@ def find_item(scene, job_id):
     return None
 
 
-def sync_job(job):
-    """Mirror a job's state into its scene's list (called on every change, on the main thread)."""
+def sync_job(job, force=False):
+    """Mirror a job's state into its scene's list (called on every change, on the main thread).
+    Only a new status is written (see the module docstring); force writes progress and message too."""
     scene = _scene_for(job)
     if scene is None:
         return
     item = find_item(scene, job.job_id)
+    status = _row_status(job)
+    if item is not None and item.status == status and not force and job.active:
+        return
     if item is None:
         item = scene.gen3d.jobs.add()
         item.job_id, item.name, item.folder = job.job_id, job.name, job.job_dir
         item.created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created))
         scene.gen3d.job_index = len(scene.gen3d.jobs) - 1
     imported = job.data.get("object_name")
-    if job.status == COMPLETED and not imported and not job.data.get("import_error"):
-        item.status = "RUNNING"          # the import still has to happen
-    else:
-        item.status = FAILED if job.data.get("import_error") else job.status
-    item.stage, item.progress = job.stage, job.progress
-    item.message = job.data.get("import_error") or job.message
-    item.object_name = imported or ""
+    _set(item, status=status, stage=job.stage, progress=job.progress,
+         message=job.data.get("import_error") or job.message, object_name=imported or "")
+
+
+def _row_status(job):
+    if job.status == COMPLETED and not job.data.get("object_name") and not job.data.get("import_error"):
+        return "RUNNING"                 # the import still has to happen
+    return FAILED if job.data.get("import_error") else job.status
+
+
+def _set(block, **values):
+    """Write only what differs: every write is a depsgraph tag and a window redraw."""
+    for key, value in values.items():
+        if getattr(block, key) != value:
+            setattr(block, key, value)
 
 
 @bpy.app.handlers.persistent
@@ -133,6 +169,14 @@ def _after_undo(*_args):
     if manager is not None:
         for job in manager.jobs.values():
             sync_job(job)
+
+
+@bpy.app.handlers.persistent
+def _before_save(*_args):
+    # The saved job list carries each running job's latest progress.
+    if manager is not None:
+        for job in manager.jobs.values():
+            sync_job(job, force=True)
 
 
 @bpy.app.handlers.persistent
@@ -208,12 +252,18 @@ def report(text, level="INFO"):
 
 
 def redraw():
+    """Redraw the Gen3D sidebar (the UI region of every 3D view) and the preferences, nothing else:
+    area.tag_redraw() would redraw the viewport too."""
     wm = bpy.context.window_manager
     if wm is None:
         return
     for window in wm.windows:
         for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "PREFERENCES"):
+            if area.type == "VIEW_3D":
+                for region in area.regions:
+                    if region.type == "UI":
+                        region.tag_redraw()
+            elif area.type == "PREFERENCES":
                 area.tag_redraw()
 
 

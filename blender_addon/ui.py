@@ -30,13 +30,20 @@ def _image_icon(image):
     return image.preview.icon_id
 
 
-def draw_progress(layout, item, text):
+def live_state(item):
+    """(stage, progress, message) of a row: from the running Job (the row is written only when the
+    status changes, see session.py), else as saved."""
+    job = session.live_job(item.job_id)
+    if job is not None:
+        return job.stage, job.progress, job.message
+    return item.stage, item.progress, item.message
+
+
+def draw_progress(layout, factor, text):
     if hasattr(layout, "progress"):                     # Blender 4.0+
-        layout.progress(factor=item.progress, type="BAR", text=text)
-    else:                                               # older: a read-only slider looks the same
-        row = layout.row()
-        row.enabled = False
-        row.prop(item, "progress", text=text, slider=True)
+        layout.progress(factor=factor, type="BAR", text=text)
+    else:                                               # older: no progress widget; a slider would need
+        layout.label(text=text, icon="TIME")            # a scene property written on every step
 
 
 def draw_engine_status(layout, context, name):
@@ -111,8 +118,9 @@ class GEN3D_PT_main(bpy.types.Panel):
                 row = box.row()
                 row.label(text=item.name, icon=STATUS_ICONS[item.status])
                 row.operator("gen3d.cancel", text="", icon="CANCEL").job_id = item.job_id
-                stage = "queued" if item.status == "QUEUED" else (item.stage or "starting")
-                draw_progress(box, item, "%s %d%%" % (stage, round(item.progress * 100)))
+                stage, progress, _message = live_state(item)
+                stage = "queued" if item.status == "QUEUED" else (stage or "starting")
+                draw_progress(box, progress, "%s %d%%" % (stage, round(progress * 100)))
         if props.message:
             draw_message(layout, props.message, props.message_is_error)
 
@@ -160,7 +168,7 @@ class GEN3D_UL_jobs(bpy.types.UIList):
         row = layout.row(align=True)
         row.label(text=item.name, icon=STATUS_ICONS.get(item.status, "QUESTION"))
         if item.status in ("QUEUED", "RUNNING"):
-            row.label(text="%d%%" % round(item.progress * 100))
+            row.label(text="%d%%" % round(live_state(item)[1] * 100))
         else:
             row.label(text=item.created)
 

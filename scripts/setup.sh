@@ -7,6 +7,7 @@ EXTRAS="${1:-local}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 TORCH_SPEC="${GEN3D_TORCH:-torch==2.13.0}"
+GLTF_VALIDATOR_VERSION=2.0.0-dev.3.10
 
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
@@ -27,6 +28,22 @@ if [[ ",$EXTRAS," == *",blender,"* ]] && { ! command -v blender >/dev/null 2>&1 
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender python3-numpy >/dev/null
   else
     echo "error: the Blender tests need a 'blender' binary with numpy; install them (sudo apt-get install blender python3-numpy)" >&2
+    exit 1
+  fi
+fi
+
+if [[ ",$EXTRAS," == *",test,"* ]] && [ ! -d node_modules/gltf-validator ]; then
+  # Khronos's glTF-Validator checks every GLB we write (tests/test_gltf_validator.py); it lives in the
+  # repo's own node_modules (ignored by git).
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing gltf-validator (npm) into node_modules" >&2
+    npm install --no-save --no-audit --no-fund --silent "gltf-validator@$GLTF_VALIDATOR_VERSION" >&2
+  elif [ "$(id -u)" = "0" ]; then
+    echo "installing Debian's nodejs and npm, then gltf-validator" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    npm install --no-save --no-audit --no-fund --silent "gltf-validator@$GLTF_VALIDATOR_VERSION" >&2
+  else
+    echo "error: the GLB validation test needs node and npm; install them (sudo apt-get install nodejs npm)" >&2
     exit 1
   fi
 fi

@@ -40,14 +40,17 @@ def describe_files(directory, names):
 
 
 def build_manifest(directory, job_id, request, shape_engine, texture_engine, mesh, timings,
-                   device, peak_memory_mb, status="completed"):
-    """`mesh` is {"vertices": int, "faces": int, "bounds": [[x,y,z],[x,y,z]]}."""
+                   device, peak_memory_mb, status="completed", frame="upright", view=None):
+    """`mesh` is {"vertices": int, "faces": int, "bounds": [[x,y,z],[x,y,z]]}; `view` is the input camera
+    the engine assumed or estimated, {"azimuth_deg", "elevation_deg"} (default: the front, level)."""
     textured = texture_engine is not None
     timings = {key: round(float(timings.get(key, 0.0)), 4) for key in TIMING_KEYS}
     return {
         "api_version": API_VERSION,
         "job_id": job_id,
         "status": status,
+        "frame": frame,
+        "view": dict(view) if view else {"azimuth_deg": 0.0, "elevation_deg": 0.0},
         "engine": {"shape": shape_engine, "texture": texture_engine},
         "params": request.effective_params(),
         "seed": request.seed,

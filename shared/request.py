@@ -15,6 +15,12 @@ SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini")
 TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
 
 IMAGE_FIELDS = ("image", "image_url", "image_path")
+# Quality presets: each engine picks its model variant and step count for them (null = balanced); a
+# preset also fills the fields below when the request leaves them out.
+PRESETS = ("fast", "balanced", "high")
+PRESET_FIELDS = {"high": {"octree_resolution": 384}}
+# Fields whose null means "the engine's own tuned value"; meta.json records the value used.
+NULLABLE = ("num_inference_steps",)
 # A base64 payload larger than this cannot be a sane input image (64 MP are caught after decoding).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
@@ -22,7 +28,7 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _NUMERIC = {
     "seed": (int, 1234, 0, 2 ** 32 - 1),
     "octree_resolution": (int, 256, 64, 512),
-    "num_inference_steps": (int, 5, 1, 100),
+    "num_inference_steps": (int, None, 1, 100),
     "guidance_scale": (float, 5.0, 0.1, 20.0),
     "face_count": (int, 40000, 1000, 200000),
     "texture_size": (int, 1024, 256, 4096),
@@ -41,9 +47,10 @@ class JobRequest:
     texture_engine: str = None
     remove_background: bool = True
     texture: bool = True
+    preset: str = None
     seed: int = 1234
     octree_resolution: int = 256
-    num_inference_steps: int = 5
+    num_inference_steps: int = None
     guidance_scale: float = 5.0
     face_count: int = 40000
     texture_size: int = 1024
@@ -171,8 +178,13 @@ def parse_request(data, allow_path=True):
         if not isinstance(value, bool):
             raise invalid(flag, "must be true or false, got %r" % (value,))
         values[flag] = value
+    preset = data.get("preset")
+    if preset is not None:
+        values["preset"] = _check_choice("preset", preset, PRESETS)
+    preset_fields = PRESET_FIELDS.get(preset, {})
     for name, spec in _NUMERIC.items():
-        values[name] = _check_number(name, data.get(name, spec[1]))
+        value = data.get(name, preset_fields.get(name, spec[1]))
+        values[name] = None if value is None and name in NULLABLE else _check_number(name, value)
     size = values["texture_size"]
     if size & (size - 1):
         raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)

@@ -46,8 +46,53 @@ class FakeLibrary:
         return [arguments for call, arguments in self.calls if call == name]
 
 
-def _shape_module(name, library):
+def shape_vae_class(library, flavour):
+    """hy3dgen's ShapeVAE as each flavour builds it (keyword-only, no **kwargs): GitHub main takes the
+    point-cloud encoder's arguments and has its weights, the PyPI 2.0.2 wheel has neither."""
+    if flavour == "main":
+        class ShapeVAE(torch.nn.Module):
+            def __init__(self, *, num_latents, embed_dim, width, heads, num_decoder_layers, num_encoder_layers=8,
+                         pc_size=5120, pc_sharpedge_size=5120, scale_factor=1.0):
+                super().__init__()
+                library.record("vae_init", flavour=flavour, num_latents=num_latents, width=width,
+                               num_encoder_layers=num_encoder_layers)
+                self.encoder = torch.nn.Linear(3, width)
+                self.post_kl = torch.nn.Linear(embed_dim, width)
+                self.flashvdm = False
+
+            def enable_flashvdm_decoder(self, enabled=True, adaptive_kv_selection=True, topk_mode="mean",
+                                        mc_algo="mc"):
+                self.flashvdm = enabled
+    else:
+        class ShapeVAE(torch.nn.Module):
+            def __init__(self, *, num_latents, embed_dim, width, heads, num_decoder_layers, scale_factor=1.0):
+                super().__init__()
+                library.record("vae_init", flavour=flavour, num_latents=num_latents, width=width)
+                self.post_kl = torch.nn.Linear(embed_dim, width)
+                self.flashvdm = False
+
+            def enable_flashvdm_decoder(self, enabled=True, adaptive_kv_selection=True, topk_mode="mean",
+                                        mc_algo="mc"):
+                self.flashvdm = enabled
+    return ShapeVAE
+
+
+def _shape_modules(name, library, flavour="pypi"):
+    """The shape package and its pipelines and models.autoencoders submodules. from_pretrained builds the
+    VAE from the checkpoint folder's config.yaml (when it has one) through the pipelines module's
+    instantiate_from_config and loads its weights strictly (PyPI) or not (main), as the flavours do."""
     module = types.ModuleType(name)
+    pipelines = types.ModuleType(name + ".pipelines")
+    autoencoders = types.ModuleType(name + ".models.autoencoders")
+    autoencoders.ShapeVAE = shape_vae_class(library, flavour)
+
+    def instantiate_from_config(config, **kwargs):
+        target = config["target"]
+        cls = autoencoders.ShapeVAE if target.endswith("ShapeVAE") else None
+        kwargs.update(config.get("params", {}))
+        return cls(**kwargs)
+
+    pipelines.instantiate_from_config = instantiate_from_config
 
     class Hunyuan3DDiTFlowMatchingPipeline:
         @classmethod
@@ -55,7 +100,31 @@ def _shape_module(name, library):
                             variant="fp16", subfolder="", **kwargs):
             library.record("from_pretrained", model_path=model_path, subfolder=subfolder, device=device, dtype=dtype,
                            use_safetensors=use_safetensors, variant=variant)
-            return cls()
+            folder = os.path.join(model_path, subfolder)
+            pipeline = cls()
+            config_path = os.path.join(folder, "config.yaml")
+            if os.path.getsize(config_path):
+                import yaml
+
+                with open(config_path) as handle:
+                    config = yaml.safe_load(handle)
+                vae = pipelines.instantiate_from_config(config["vae"])      # looked up at call time
+                with open(os.path.join(folder, "model.fp16.safetensors"), "rb") as handle:
+                    checkpoint = torch.load(handle, weights_only=True)
+                state = {key[len("vae."):]: value for key, value in checkpoint.items() if key.startswith("vae.")}
+                vae.load_state_dict(state, strict=(flavour == "pypi"))
+                pipeline.vae = vae
+            return pipeline
+
+        def __init__(self):
+            self.vae = None
+            self.device = torch.device("cpu")
+
+        def enable_flashvdm(self, enabled=True, adaptive_kv_selection=True, topk_mode="mean", mc_algo="mc",
+                            replace_vae=True):
+            library.record("enable_flashvdm", enabled=enabled, mc_algo=mc_algo, replace_vae=replace_vae, vae=self.vae)
+            if self.vae is not None:
+                self.vae.enable_flashvdm_decoder(enabled=enabled, mc_algo=mc_algo)
 
         def __call__(self, image=None, num_inference_steps=50, timesteps=None, sigmas=None, eta=0.0,
                      guidance_scale=5.0, generator=None, box_v=1.01, octree_resolution=384, mc_level=0.0,
@@ -63,7 +132,7 @@ def _shape_module(name, library):
             library.record("pipeline", image=image, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, generator=generator, octree_resolution=octree_resolution,
                            num_chunks=num_chunks, enable_pbar=enable_pbar, cwd=os.getcwd(),
-                           tempdir=__import__("tempfile").gettempdir())
+                           tempdir=__import__("tempfile").gettempdir(), vae=self.vae)
             if library.shape_error is not None:
                 error, library.shape_error = library.shape_error, None
                 raise error
@@ -91,11 +160,50 @@ def _shape_module(name, library):
             vertices, faces = decimate(mesh.vertices, mesh.faces, max_facenum)
             return trimesh.Trimesh(vertices, faces, process=False)
 
-    module.Hunyuan3DDiTFlowMatchingPipeline = Hunyuan3DDiTFlowMatchingPipeline
+    for owner in (module, pipelines):
+        owner.Hunyuan3DDiTFlowMatchingPipeline = Hunyuan3DDiTFlowMatchingPipeline
     module.FloaterRemover = FloaterRemover
     module.DegenerateFaceRemover = DegenerateFaceRemover
     module.FaceReducer = FaceReducer
-    return module
+    models = types.ModuleType(name + ".models")
+    models.autoencoders = autoencoders
+    return {name: module, name + ".pipelines": pipelines, name + ".models": models,
+            name + ".models.autoencoders": autoencoders}
+
+
+def write_vae_folder(folder, flavour_of_checkpoint="main", embed_dim=4, width=8, seed=0, prefix=""):
+    """A ShapeVAE config.yaml and checkpoint (main's config carries the encoder settings, its checkpoint
+    the encoder weights). Returns the decoder weight written, to tell which VAE got loaded."""
+    import yaml
+
+    os.makedirs(folder, exist_ok=True)
+    params = {"num_latents": 16, "embed_dim": embed_dim, "width": width, "heads": 2, "num_decoder_layers": 1}
+    if flavour_of_checkpoint == "main":
+        params.update(num_encoder_layers=2, pc_size=64, pc_sharpedge_size=64)
+    generator = torch.Generator().manual_seed(seed)
+    state = {"post_kl.weight": torch.randn(width, embed_dim, generator=generator), "post_kl.bias": torch.zeros(width)}
+    if flavour_of_checkpoint == "main":
+        state.update({"encoder.weight": torch.randn(width, 3, generator=generator), "encoder.bias": torch.zeros(width)})
+    config = {"target": "hy3dgen.shapegen.models.ShapeVAE", "params": params}
+    with open(os.path.join(folder, "config.yaml"), "w") as handle:
+        yaml.safe_dump({"vae": config} if prefix else config, handle)
+    with open(os.path.join(folder, "model.fp16.safetensors"), "wb") as handle:
+        torch.save({prefix + key: value for key, value in state.items()}, handle)
+    return state["post_kl.weight"]
+
+
+def fake_safetensors():
+    """safetensors.torch.load_file over torch.save files (CI has no safetensors)."""
+    package = types.ModuleType("safetensors")
+    module = types.ModuleType("safetensors.torch")
+
+    def load_file(path, device="cpu"):
+        with open(path, "rb") as handle:       # a file object: torch.load would hand a *.safetensors path back here
+            return torch.load(handle, map_location=device, weights_only=True)
+
+    module.load_file = load_file
+    package.torch = module
+    return {"safetensors": package, "safetensors.torch": module}
 
 
 def _remover_module(name, library, alpha_value=77):
@@ -132,8 +240,9 @@ def gradient_image(size=256):
     return Image.fromarray((rgb * 255 + 0.5).astype(np.uint8), "RGB")
 
 
-def _texgen_module(name, library):
-    """hy3dgen.texgen: paints an RGB albedo (a UV gradient) and returns the mesh with its own atlas."""
+def _texgen_module(name, library, flavour="pypi"):
+    """hy3dgen.texgen: paints an RGB albedo (a UV gradient) and returns the mesh with its own atlas. GitHub
+    main's from_pretrained takes a subfolder and defaults to the turbo paint model; PyPI's takes none."""
     module = types.ModuleType(name)
 
     class _Render:
@@ -144,10 +253,18 @@ def _texgen_module(name, library):
             self.texture_size = (size, size) if isinstance(size, int) else size
 
     class Hunyuan3DPaintPipeline:
-        @classmethod
-        def from_pretrained(cls, model_path):
-            library.record("paint_from_pretrained", model_path=model_path)
-            return cls()
+        if flavour == "main":
+            @classmethod
+            def from_pretrained(cls, model_path, subfolder="hunyuan3d-paint-v2-0-turbo"):
+                library.record("paint_from_pretrained", model_path=model_path, subfolder=subfolder)
+                if not os.path.isdir(os.path.join(model_path, subfolder)):
+                    raise RuntimeError("Something wrong while loading %s" % model_path)
+                return cls()
+        else:
+            @classmethod
+            def from_pretrained(cls, model_path):
+                library.record("paint_from_pretrained", model_path=model_path, subfolder="hunyuan3d-paint-v2-0")
+                return cls()
 
         def __init__(self):
             self.config = types.SimpleNamespace(texture_size=2048, render_size=2048, device="cuda")
@@ -166,7 +283,10 @@ def _texgen_module(name, library):
     return module
 
 
-ALBEDO_21, METALLIC_21, ROUGHNESS_21 = (10, 200, 30), 220, 40
+ALBEDO_21 = (10, 200, 30)
+# The paint model's MR image: R the training renders' constant (1.0), G roughness, B metallic.
+MR_21 = (255, 40, 220)
+ROUGHNESS_21, METALLIC_21 = MR_21[1], MR_21[2]
 
 
 def _paint21_module(library):
@@ -184,8 +304,18 @@ def _paint21_module(library):
             self.texture_size, self.render_size, self.device = 4096, 2048, "cuda"
 
     class _Render:
+        """The renderer's state after a call, as hy3dpaint's MeshRender keeps it: the mesh with its atlas
+        (get_mesh returns the saved frame and OBJ-convention UVs) and float textures tex / tex_mr."""
+
         def set_default_texture_resolution(self, size):
             self.texture_size = size
+
+        def get_mesh(self, normalize=True):
+            return self.vtx_pos, self.pos_idx, self.vtx_uv, self.uv_idx
+
+        def get_texture_mr(self):       # upstream's reading: metallic from channel 0
+            mr = self.tex_mr.numpy()
+            return np.repeat(mr[:, :, 0:1], 3, axis=2), np.repeat(mr[:, :, 1:2], 3, axis=2)
 
     class Hunyuan3DPaintPipeline:
         def __init__(self, config):
@@ -206,12 +336,17 @@ def _paint21_module(library):
                 handle.writelines("vt %.6f %.6f\n" % tuple(t) for t in uvs)
                 handle.writelines("f %d/%d %d/%d %d/%d\n" % (a + 1, a + 1, b + 1, b + 1, c + 1, c + 1)
                                   for a, b, c in faces)
+            render = self.render
+            render.vtx_pos, render.pos_idx, render.vtx_uv, render.uv_idx = vertices, faces, uvs, faces
+            render.tex = torch.tensor(np.array(ALBEDO_21, np.float32) / 255).expand(64, 64, 3).clone()
+            render.tex_mr = torch.tensor(np.array(MR_21, np.float32) / 255).expand(64, 64, 3).clone()
+            metallic, roughness = render.get_texture_mr()       # what save_mesh writes, as JPEGs
             with open(base + ".mtl", "w") as handle:
                 handle.write("newmtl Material\nmap_Kd %s.jpg\nmap_Pm %s_metallic.jpg\nmap_Pr %s_roughness.jpg\n"
                              % (name, name, name))
             Image.new("RGB", (64, 64), ALBEDO_21).save(base + ".jpg")
-            Image.new("L", (64, 64), METALLIC_21).save(base + "_metallic.jpg")
-            Image.new("L", (64, 64), ROUGHNESS_21).save(base + "_roughness.jpg")
+            Image.fromarray((metallic[..., 0] * 255 + 0.5).astype(np.uint8), "L").save(base + "_metallic.jpg")
+            Image.fromarray((roughness[..., 0] * 255 + 0.5).astype(np.uint8), "L").save(base + "_roughness.jpg")
             return output_mesh_path
 
     module.Hunyuan3DPaintConfig = Hunyuan3DPaintConfig
@@ -219,19 +354,20 @@ def _paint21_module(library):
     return module
 
 
-def install_library(monkeypatch, package):
-    """Put a fake `hy3dgen` (shapegen, texgen, rembg) or `hy3dshape` (+ rembg, hy3dpaint's
-    textureGenPipeline and the repo's torchvision_fix) into sys.modules, and report every Python package
-    as installed. Returns the FakeLibrary recording the calls."""
+def install_library(monkeypatch, package, flavour="pypi"):
+    """Put a fake `hy3dgen` (shapegen, texgen, rembg; `flavour` "pypi" for the 2.0.2 wheel or "main" for
+    GitHub main) or `hy3dshape` (+ rembg, hy3dpaint's textureGenPipeline and the repo's torchvision_fix)
+    into sys.modules, and report every Python package as installed and every import chain as importing.
+    Returns the FakeLibrary recording the calls."""
     library = FakeLibrary()
-    modules = {}
+    modules = dict(fake_safetensors())
     if package == "hy3dgen":
         modules["hy3dgen"] = types.ModuleType("hy3dgen")
-        modules["hy3dgen.shapegen"] = _shape_module("hy3dgen.shapegen", library)
-        modules["hy3dgen.texgen"] = _texgen_module("hy3dgen.texgen", library)
+        modules.update(_shape_modules("hy3dgen.shapegen", library, flavour))
+        modules["hy3dgen.texgen"] = _texgen_module("hy3dgen.texgen", library, flavour)
         modules["hy3dgen.rembg"] = _remover_module("hy3dgen.rembg", library)
     else:
-        modules["hy3dshape"] = _shape_module("hy3dshape", library)
+        modules.update(_shape_modules("hy3dshape", library, "main"))
         modules["hy3dshape.rembg"] = _remover_module("hy3dshape.rembg", library)
         modules["textureGenPipeline"] = _paint21_module(library)
         fix = types.ModuleType("torchvision_fix")
@@ -240,6 +376,7 @@ def install_library(monkeypatch, package):
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(hc, "missing_modules", lambda names, paths=None: [])
+    monkeypatch.setattr(hc, "probe_imports", lambda chain, paths=(), placeholders=(): {"ok": True})
     return library
 
 

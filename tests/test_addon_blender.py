@@ -69,8 +69,8 @@ def test_generate_imports_a_wired_pbr_object_at_the_cursor(zips, tmp_path):
     assert report["import_undo_flag"]
     assert "worker ready" in report["worker_status"]
     obj = report["object"]
-    assert obj["name"] == "sphere" and obj["type"] == "MESH"
-    assert obj["location"] == pytest.approx([1.0, 2.0, 3.0])
+    assert obj["name"] == "sphere" and obj["type"] == "MESH" and obj["mesh_name"] == "sphere"
+    check_placement(obj, [1.0, 2.0, 3.0])
     assert max(obj["dimensions"]) == pytest.approx(0.5, abs=1e-4)
     assert obj["scale"] == pytest.approx([1.0, 1.0, 1.0])          # the size is baked into the mesh
     assert obj["faces"] >= 4000 and obj["uv_maps"]
@@ -80,7 +80,8 @@ def test_generate_imports_a_wired_pbr_object_at_the_cursor(zips, tmp_path):
 
     reimported = report["reimported"]
     assert report["reimport"]["error"] is None
-    assert reimported["name"] == "sphere.001" and reimported["location"] == pytest.approx([0, 0, 0])
+    assert reimported["name"] == "sphere.001"
+    check_placement(reimported, [0.0, 0.0, 0.0])
     assert max(reimported["dimensions"]) == pytest.approx(2.0, abs=0.05)     # target size 0 keeps it
     check_material(reimported["material"], uv_map=reimported["uv_maps"][0], ao_multiplied=False)
 
@@ -91,8 +92,20 @@ def test_generate_imports_a_wired_pbr_object_at_the_cursor(zips, tmp_path):
     assert report["orphan_partials"] == []
 
 
+def check_placement(obj, point):
+    """Base on the point: lowest vertex at its z, centred on it in x and y; origin there; Euler XYZ."""
+    (low, high) = obj["bounds"]
+    assert low[2] == pytest.approx(point[2], abs=1e-4)
+    assert [(low[i] + high[i]) / 2 for i in (0, 1)] == pytest.approx(point[:2], abs=1e-4)
+    assert obj["location"] == pytest.approx(point, abs=1e-4)
+    assert obj["rotation_mode"] == "XYZ"
+
+
 def check_material(material, uv_map, ao_multiplied):
     nodes, into_bsdf = material["nodes"], harness.principled_inputs(material)
+    images = sorted(node["location"] for node in nodes.values() if node["type"] == "ShaderNodeTexImage")
+    assert len(images) == 5 and len({x for x, _y in images}) == 1        # one column...
+    assert all(b[1] - a[1] >= 300 for a, b in zip(images, images[1:]))   # ...with no node over another
     albedo, albedo_node = harness.node_for_file(material, "albedo.png")
     metallic, metallic_node = harness.node_for_file(material, "metallic.png")
     roughness, roughness_node = harness.node_for_file(material, "roughness.png")

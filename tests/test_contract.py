@@ -29,7 +29,8 @@ def test_defaults_match_design():
     assert request.engine == "builtin"
     assert request.texture_engine is None
     assert request.remove_background is True and request.texture is True
-    assert (request.seed, request.octree_resolution, request.num_inference_steps) == (1234, 256, 5)
+    assert (request.seed, request.octree_resolution, request.num_inference_steps) == (1234, 256, None)
+    assert request.preset is None
     assert request.guidance_scale == 5.0
     assert (request.face_count, request.texture_size) == (40000, 1024)
 
@@ -46,6 +47,17 @@ def test_out_of_range_values_name_the_field(field, value):
     error = code_of({"image_path": "a.png", field: value})
     assert error.code == errors.INVALID_INPUT
     assert "'%s'" % field in error.message
+
+
+def test_null_steps_and_presets():
+    assert parse_request({"image_path": "a.png", "num_inference_steps": None}).num_inference_steps is None
+    assert parse_request({"image_path": "a.png", "num_inference_steps": 30}).num_inference_steps == 30
+    high = parse_request({"image_path": "a.png", "preset": "high"})
+    assert (high.preset, high.octree_resolution, high.num_inference_steps) == ("high", 384, None)
+    assert parse_request({"image_path": "a.png", "preset": "high", "octree_resolution": 200}).octree_resolution == 200
+    assert parse_request({"image_path": "a.png", "preset": "fast"}).octree_resolution == 256
+    assert code_of({"image_path": "a.png", "preset": "turbo"}).code == errors.INVALID_INPUT
+    assert code_of({"image_path": "a.png", "octree_resolution": None}).code == errors.INVALID_INPUT
 
 
 def test_range_edges_are_accepted():
@@ -125,9 +137,11 @@ def test_manifest_round_trip_and_tamper_detection(tmp_path):
     request = parse_request({"image_path": "a.png", "texture": False})
     manifest = build_manifest(str(tmp_path), "job1", request, "builtin", None,
                               {"vertices": 3, "faces": 1, "bounds": [[0, 0, 0], [1, 1, 1]]},
-                              {"shape": 1.234567}, "cpu", 12.3)
+                              {"shape": 1.234567}, "cpu", 12.3,
+                              view={"azimuth_deg": 0.0, "elevation_deg": 12.5})
     write_manifest(str(tmp_path), manifest)
     loaded = read_manifest(str(tmp_path))
+    assert loaded["frame"] == "upright" and loaded["view"] == {"azimuth_deg": 0.0, "elevation_deg": 12.5}
     assert loaded["files"]["mesh.glb"]["bytes"] == 100 and len(loaded["files"]["mesh.glb"]["sha256"]) == 64
     assert loaded["textures"] is None and loaded["engine"] == {"shape": "builtin", "texture": None}
     assert set(loaded["timings"]) == {"preprocess", "shape", "texture", "export", "upload", "total"}

@@ -82,11 +82,15 @@ def test_incomplete_copy_is_not_found_and_the_message_names_files_and_folders(cl
     put(str(weights / "tencent" / "Hunyuan3D-2" / "hunyuan3d-dit-v2-0"), "config.yaml")   # checkpoint missing
     root, searched = hc.locate(MODEL, {"weights_dir": str(weights)})
     assert root is None
-    message = hc.weights_missing(MODEL, searched)
+    message = hc.weights_missing(MODEL, searched, "hunyuan3d-2")
     assert "hunyuan3d-dit-v2-0/config.yaml" in message and "model.fp16.safetensors or model.ckpt" in message
     assert str(weights / "tencent" / "Hunyuan3D-2") in message
     assert "models--tencent--Hunyuan3D-2" in message            # the hub cache was searched too
     assert "GEN3D_WEIGHTS_DIR" in message and "--include 'hunyuan3d-dit-v2-0/*'" in message
+    # huggingface-cli is gone from huggingface_hub 1.0: the hf command, and first our installer
+    assert "python -m backend_local install hunyuan3d-2" in message
+    assert "hf download tencent/Hunyuan3D-2 --include 'hunyuan3d-dit-v2-0/*'" in message
+    assert "huggingface-cli" not in message
 
 
 def test_missing_modules_checks_without_importing(monkeypatch):
@@ -98,9 +102,10 @@ def test_missing_modules_checks_without_importing(monkeypatch):
 def test_import_failure_is_engine_unavailable_naming_the_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "hy3dgen", None)
     with pytest.raises(Gen3DError) as caught:
-        hc.import_library("hy3dgen.shapegen", "The hy3dgen shape pipeline")
+        hc.import_library("hy3dgen.shapegen", "The hy3dgen shape pipeline", engine="hunyuan3d-2mini")
     assert caught.value.code == ENGINE_UNAVAILABLE
-    assert "hy3dgen.shapegen" in caught.value.message and "gen3d[hunyuan]" in caught.value.message
+    assert "hy3dgen.shapegen" in caught.value.message
+    assert "python -m backend_local install hunyuan3d-2mini" in caught.value.message
 
 
 def test_offline_resolves_known_repos_and_refuses_downloads(monkeypatch, tmp_path):
@@ -198,7 +203,7 @@ def test_gpu_stage_converts_only_out_of_memory():
 # -- painted textures
 
 
-def test_read_textured_obj_triangulates_and_finds_the_pbr_maps(tmp_path):
+def test_read_textured_obj_triangulates_and_skips_the_constant_metallic_file(tmp_path):
     from PIL import Image
 
     (tmp_path / "m.obj").write_text("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 1 1\n"
@@ -211,7 +216,7 @@ def test_read_textured_obj_triangulates_and_finds_the_pbr_maps(tmp_path):
     assert painted["faces"].tolist() == [[0, 1, 2], [0, 2, 3]] and painted["uv_faces"].tolist() == [[0, 1, 2],
                                                                                                      [0, 2, 3]]
     assert painted["images"]["albedo"].shape == (4, 4, 3)
-    assert np.allclose(painted["images"]["metallic"], 200 / 255, atol=0.02)
+    assert "metallic" not in painted["images"]      # map_Pm is the MR image's constant red channel
     assert np.allclose(painted["images"]["roughness"], 50 / 255, atol=0.02)
 
 
@@ -321,3 +326,20 @@ def test_trusted_local_pipelines_trusts_local_folders_only(monkeypatch, tmp_path
     DiffusionPipeline.from_pretrained(str(tmp_path))
     assert calls == [(str(tmp_path), True), ("tencent/Hunyuan3D-2", None), (str(tmp_path), None)]
     assert DiffusionPipeline.__dict__["from_pretrained"] is original
+
+
+def test_painted_from_render_reads_g_as_roughness_and_b_as_metallic_and_halves():
+    """The 2.1 paint model's MR image: R the constant its training renders used, G roughness, B metallic."""
+    mr = np.zeros((4, 6, 3), np.float32)
+    mr[..., 0], mr[..., 1], mr[..., 2] = 1.0, 0.25, 0.75
+    mr[:2, :2, 2] = (0.5, 0.7), (0.9, 0.7)                   # one 2x2 block averages to 0.7
+    albedo = np.full((4, 6, 3), 0.5, np.float32)
+    render = types.SimpleNamespace(tex=torch.from_numpy(albedo), tex_mr=torch.from_numpy(mr),
+                                   get_mesh=lambda normalize=True: (np.zeros((3, 3)), np.array([[0, 1, 2]]),
+                                                                    np.zeros((3, 2)), np.array([[0, 1, 2]])))
+    painted = hunyuan_texture.painted_from_render(render)
+    assert painted["images"]["roughness"].shape == (2, 3, 1)
+    assert np.allclose(painted["images"]["roughness"], 0.25)
+    assert np.allclose(painted["images"]["metallic"][0, 0], 0.7) and np.allclose(painted["images"]["metallic"][1], 0.75)
+    assert np.allclose(painted["images"]["albedo"], 0.5)
+    assert hunyuan_texture.painted_from_render(types.SimpleNamespace(tex=None)) is None

@@ -39,6 +39,7 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HY3DGEN_MODELS", str(tmp_path / "hy3dgen"))
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "u2net"))
+    monkeypatch.setenv("GEN3D_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
 
 
@@ -95,7 +96,8 @@ def test_missing_packages_are_named(isolated, monkeypatch):
     monkeypatch.setitem(sys.modules, "hy3dgen", None)
     monkeypatch.setitem(sys.modules, "pymeshlab", None)
     reason = Hunyuan2MiniEngine().availability().reason
-    assert "missing Python packages: hy3dgen" in reason and "pymeshlab" in reason and "gen3d[hunyuan]" in reason
+    assert "missing Python packages: hy3dgen" in reason and "pymeshlab" in reason
+    assert "python -m backend_local install hunyuan3d-2mini" in reason
 
 
 def test_21_names_its_repository_setting(isolated, tmp_path):
@@ -104,6 +106,68 @@ def test_21_names_its_repository_setting(isolated, tmp_path):
     not_a_checkout.mkdir()
     reason = Hunyuan21Engine({"repo": str(not_a_checkout)}).availability().reason
     assert "is not a Hunyuan3D-2.1 checkout" in reason and "hy3dshape" in reason
+
+
+def write_painter_tree(repo, missing):
+    """A Hunyuan3D-2.1 checkout whose painter imports like the real one: textureGenPipeline -> utils/
+    multiview_utils (which imports hunyuanpaintpbr only when it loads, as upstream's does), and
+    hunyuanpaintpbr/__init__ -> unet/model -> `missing` (upstream: pytorch_lightning)."""
+    fakes.make_repo21(repo)
+    files = {
+        "torchvision_fix.py": "def apply_fix():\n    return True\n",
+        "hy3dpaint/textureGenPipeline.py": "import bpy\nfrom utils.multiview_utils import multiviewDiffusionNet\n",
+        "hy3dpaint/utils/__init__.py": "",
+        "hy3dpaint/utils/multiview_utils.py": ("class multiviewDiffusionNet:\n    def __init__(self):\n"
+                                               "        from hunyuanpaintpbr.unet.modules import Dino_v2\n"),
+        "hy3dpaint/hunyuanpaintpbr/__init__.py": "from .unet.model import HunyuanPaint\n",
+        "hy3dpaint/hunyuanpaintpbr/unet/__init__.py": "",
+        "hy3dpaint/hunyuanpaintpbr/unet/model.py": "import %s as pl\nHunyuanPaint = pl\n" % missing,
+        "hy3dpaint/custom_rasterizer.py": "",
+    }
+    for name, text in files.items():
+        path = os.path.join(repo, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+    return repo
+
+
+def test_missing_transitive_import_is_engine_unavailable_naming_the_package(isolated, monkeypatch):
+    import subprocess
+
+    from backend_local.engines import hunyuan_common as hc
+
+    missing = "gen3d_absent_lightning"          # stands in for pytorch_lightning, which nothing installed
+    repo = write_painter_tree(str(isolated / "Hunyuan3D-2.1"), missing)
+    weights = fakes.make_weights(str(isolated / "weights"), SHAPE21, PAINT21, DINO_MODEL)
+    monkeypatch.setattr(hc, "missing_modules", lambda names, paths=None: [])   # the quick check passes
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(hc, "_PROBE_CACHE", {})
+    runs = []
+    real_run = subprocess.run
+    painter_probe = lambda args: "textureGenPipeline" in args[0][-1]     # noqa: E731 (the shape chain is another)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (painter_probe(a) and runs.append(a)) or real_run(*a, **k))
+    settings = {"repo": repo, "weights_dir": weights}
+
+    status = Hunyuan21Engine(settings).availability(base.TEXTURE)
+    assert not status.available
+    assert "missing Python package %s" % missing in status.reason
+    assert os.path.join("hunyuanpaintpbr", "unet", "model.py") in status.reason      # who imported it
+    assert "python -m backend_local install hunyuan3d-2.1" in status.reason
+    for name, path in HUNYUAN_ENGINES.items():
+        monkeypatch.setitem(registry.ENGINES, name, path)
+    with pytest.raises(Gen3DError) as caught:
+        registry.EngineRegistry({"hunyuan3d-2.1": settings}).get("hunyuan3d-2.1", base.TEXTURE)
+    assert caught.value.code == ENGINE_UNAVAILABLE and missing in caught.value.message
+    assert len(runs) == 1                                  # cached: one subprocess for both checks
+    monkeypatch.setattr(hc, "_PROBE_CACHE", {})
+    assert missing in Hunyuan21Engine(settings).availability(base.TEXTURE).reason
+    assert len(runs) == 1                                  # and on disk, for the next process
+
+    with open(os.path.join(repo, "hy3dpaint", missing + ".py"), "w") as handle:    # now it is installed
+        handle.write("")
+    status = Hunyuan21Engine(settings).availability(base.TEXTURE)
+    assert len(runs) == 2 and status.available, status.reason    # the folder changed: probed again
 
 
 def test_registry_refuses_an_unavailable_engine_with_the_reason(isolated, monkeypatch):
@@ -168,6 +232,69 @@ def test_shape_maps_every_request_field(hy3dgen):
     assert np.allclose((low + high) / 2, 0, atol=1e-6) and np.isclose((high - low).max(), 2.0)
     steps = [message for stage, _fraction, message in events if "denoising step" in message]
     assert len(steps) == 7 and steps[-1] == "denoising step 7 of 7"
+
+
+@pytest.mark.parametrize("engine_class", [Hunyuan2Engine, Hunyuan2MiniEngine])
+def test_null_steps_run_the_engines_tuned_default_and_the_job_records_it(hy3dgen, engine_class):
+    library, settings = hy3dgen
+    job, events = make_job()                                   # num_inference_steps left out: null
+    assert job.request.num_inference_steps is None
+    engine_class(settings).generate_shape(job)
+    assert library.named("from_pretrained")[0]["subfolder"] == engine_class.shape_model.subfolder
+    assert library.named("pipeline")[0]["num_inference_steps"] == 50     # upstream's default, not 5
+    assert job.request.num_inference_steps == 50                         # what meta.json will say
+    assert [m for _s, _f, m in events if "denoising step" in m][-1] == "denoising step 50 of 50"
+    assert not library.named("enable_flashvdm")
+
+
+def test_high_preset_runs_more_steps_and_a_finer_octree(hy3dgen):
+    library, settings = hy3dgen
+    job, _events = make_job({"preset": "high"})
+    Hunyuan2Engine(settings).generate_shape(job)
+    call = library.named("pipeline")[0]
+    assert call["num_inference_steps"] == 75 and call["octree_resolution"] == 384
+    assert library.named("from_pretrained")[0]["subfolder"] == "hunyuan3d-dit-v2-0"
+    job, _events = make_job({"preset": "high", "octree_resolution": 320, "num_inference_steps": 12})
+    Hunyuan2Engine(settings).generate_shape(job)
+    assert library.named("pipeline")[1]["num_inference_steps"] == 12          # explicit fields win
+    assert library.named("pipeline")[1]["octree_resolution"] == 320
+
+
+@pytest.mark.parametrize("engine_class,turbo,vae", [
+    (Hunyuan2Engine, "hunyuan3d-dit-v2-0-turbo", "hunyuan3d-vae-v2-0-turbo"),
+    (Hunyuan2MiniEngine, "hunyuan3d-dit-v2-mini-turbo", "hunyuan3d-vae-v2-mini-turbo"),
+])
+def test_fast_preset_runs_the_turbo_model_with_flashvdm(hy3dgen, engine_class, turbo, vae):
+    library, settings = hy3dgen
+    root = os.path.join(settings["weights_dir"], engine_class.spec.repo_id)
+    engine = engine_class(settings)
+    with pytest.raises(Gen3DError) as caught:                 # turbo weights not there yet
+        engine.generate_shape(make_job({"preset": "fast"})[0])
+    assert caught.value.code == ENGINE_UNAVAILABLE and "%s/config.yaml" % turbo in caught.value.message
+    assert "python -m backend_local install %s" % engine.name in caught.value.message
+
+    fakes.make_weights(settings["weights_dir"], *engine_class.variant_files(engine_class.spec.shape["fast"]))
+    written = fakes.write_vae_folder(os.path.join(root, vae), seed=3)
+    job, _events = make_job({"preset": "fast"})
+    engine.generate_shape(job)
+    assert library.named("from_pretrained")[0]["subfolder"] == turbo
+    flash = library.named("enable_flashvdm")[0]
+    assert flash["enabled"] and flash["replace_vae"] is False and flash["mc_algo"] == "mc"
+    call = library.named("pipeline")[0]
+    assert call["num_inference_steps"] == 5 and job.request.num_inference_steps == 5
+    assert torch.equal(call["vae"].post_kl.weight, written) and call["vae"].flashvdm     # the turbo VAE decodes
+
+    engine.generate_shape(make_job()[0])                        # balanced again: the standard model
+    assert [c["subfolder"] for c in library.named("from_pretrained")] == [turbo, engine_class.shape_model.subfolder]
+    assert library.named("pipeline")[1]["num_inference_steps"] == 50
+
+
+def test_21_fast_has_no_turbo_model(hy21):
+    library, settings = hy21
+    job, _events = make_job({"preset": "fast"})
+    Hunyuan21Engine(settings).generate_shape(job)
+    assert library.named("from_pretrained")[0]["subfolder"] == "hunyuan3d-dit-v2-1"
+    assert library.named("pipeline")[0]["num_inference_steps"] == 30 and not library.named("enable_flashvdm")
 
 
 def test_library_runs_in_a_private_folder_inside_the_job(hy3dgen):
@@ -294,6 +421,9 @@ def test_21_shape_loads_the_ckpt_and_runs_with_the_repo_on_the_path(hy21):
     shape = engine.generate_shape(make_job({"seed": 9, "num_inference_steps": 3})[0])
     loaded = library.named("from_pretrained")[0]
     assert loaded["subfolder"] == "hunyuan3d-dit-v2-1" and loaded["use_safetensors"] is False
+    job = make_job()[0]
+    engine.generate_shape(job)
+    assert library.named("pipeline")[1]["num_inference_steps"] == 50 == job.request.num_inference_steps
     assert library.named("pipeline")[0]["generator"].initial_seed() == 9
     assert trimesh.Trimesh(shape.vertices, shape.faces, process=False).is_watertight
     assert os.path.join(settings["repo"], "hy3dshape") not in sys.path     # only while the library runs
@@ -349,8 +479,112 @@ def test_mixed_mode_job_hunyuan_shape_builtin_texture(hy3dgen, monkeypatch, tmp_
     out = str(tmp_path / "job")
     manifest = pipeline.run(request, out)
     assert manifest["engine"] == {"shape": "hunyuan3d-2mini", "texture": "builtin"}
+    with open(os.path.join(out, "meta.json")) as handle:
+        params = json.load(handle)["params"]
+    assert params["num_inference_steps"] == 50 and params["guidance_scale"] == 5.0     # the values used
+    assert params["octree_resolution"] == 256 and params["preset"] is None
     assert manifest["mesh"]["faces"] <= 3000
     assert sorted(os.listdir(out)) == ["albedo.png", "ao.png", "input.png", "mesh.glb", "meta.json", "metallic.png",
                                        "normal.png", "roughness.png"]
     with Image.open(os.path.join(out, "metallic.png")) as metallic:
         assert metallic.size == (256, 256)
+
+
+def test_21_job_puts_roughness_in_green_and_metallic_in_blue_of_the_glb(hy21, monkeypatch, tmp_path):
+    """The paint model's MR image is R = constant, G = roughness, B = metallic (its training renders); the
+    double's R, G, B all differ, so each map shows which channel it came from, and the GLB's
+    metallicRoughness texture must hold roughness in G and metallic in B (glTF)."""
+    from bench.render_psnr import read_glb
+    from backend_local.pipeline import Pipeline
+
+    library, settings = hy21
+    monkeypatch.setattr(Hunyuan21Engine, "painter_needs_cuda", False)
+    for name, path in HUNYUAN_ENGINES.items():
+        monkeypatch.setitem(registry.ENGINES, name, path)
+    request = parse_request({"image_path": data("mug", "input.png"), "engine": "hunyuan3d-2.1", "face_count": 3000,
+                             "texture_size": 256})
+    out = str(tmp_path / "job")
+    manifest = Pipeline("cpu", settings={"hunyuan3d-2.1": settings}).run(request, out)
+    assert manifest["engine"] == {"shape": "hunyuan3d-2.1", "texture": "hunyuan3d-2.1"}
+    # the painter's own map_Pm file is its red channel, the constant: what we must not have read
+    with Image.open(os.path.join(out, "metallic.png")) as metallic, \
+            Image.open(os.path.join(out, "roughness.png")) as roughness:
+        assert np.abs(np.asarray(metallic, int) - fakes.MR_21[2]).max() <= 1
+        assert np.abs(np.asarray(roughness, int) - fakes.MR_21[1]).max() <= 1
+    _vertices, _faces, _uvs, images = read_glb(os.path.join(out, "mesh.glb"))
+    orm = np.asarray(images["metallicRoughness"].convert("RGB")).astype(int)
+    assert np.abs(orm[..., 1] - fakes.MR_21[1]).max() <= 1      # G roughness
+    assert np.abs(orm[..., 2] - fakes.MR_21[2]).max() <= 1      # B metallic
+    assert library.named("paint21")
+
+
+# -- hy3dgen as the PyPI wheel (2.0.2) and as GitHub main
+
+
+@pytest.mark.parametrize("flavour", ["pypi", "main"])
+def test_both_hy3dgen_flavours_load_configs_and_checkpoints_written_for_either(monkeypatch, isolated, flavour):
+    """main's ShapeVAE takes the encoder's arguments and has its weights; 2.0.2's takes neither and loads
+    strictly. A config and checkpoint with the encoder (as main writes them) and one without must load on
+    both, through the pipeline's own VAE build and through the turbo VAE for FlashVDM."""
+    library = fakes.install_library(monkeypatch, "hy3dgen", flavour)
+    weights = fakes.make_weights(str(isolated / "weights"), Hunyuan2Engine.shape_model)
+    variant = Hunyuan2Engine.spec.shape["fast"]
+    root = os.path.join(weights, "tencent", "Hunyuan3D-2")
+    for checkpoint_flavour in ("main", "pypi"):
+        library.calls.clear()
+        fakes.write_vae_folder(os.path.join(root, variant.subfolder), checkpoint_flavour, seed=1, prefix="vae.")
+        turbo = fakes.write_vae_folder(os.path.join(root, variant.vae_subfolder), checkpoint_flavour, seed=2)
+        engine = Hunyuan2Engine({"weights_dir": weights})
+        job = make_job({"preset": "fast"})[0]
+        engine.generate_shape(job)
+        built = library.named("vae_init")
+        assert [b["flavour"] for b in built] == [flavour, flavour]      # the pipeline's VAE, then the turbo one
+        vae = library.named("pipeline")[0]["vae"]
+        assert torch.equal(vae.post_kl.weight, turbo.to(vae.post_kl.weight.dtype))
+        assert hasattr(vae, "encoder") == (flavour == "main")
+        assert "load_state_dict" not in vars(vae)           # the tolerant load is gone once used
+
+
+@pytest.mark.parametrize("flavour", ["pypi", "main"])
+def test_painter_is_asked_for_the_standard_paint_model_on_both_flavours(monkeypatch, isolated, flavour):
+    """GitHub main's painter defaults to hunyuan3d-paint-v2-0-turbo, which the engine does not declare; it
+    must be given hunyuan3d-paint-v2-0 explicitly (2.0.2's takes no subfolder and loads that one)."""
+    library = fakes.install_library(monkeypatch, "hy3dgen", flavour)
+    weights = fakes.make_weights(str(isolated / "weights"), Hunyuan2Engine.shape_model, PAINT_MODEL)
+    engine = Hunyuan2Engine({"weights_dir": weights})
+    engine.painter_needs_cuda = False
+    job = make_job({"texture_size": 256})[0]
+    result = engine.generate_texture(job, engine.generate_shape(job))
+    assert library.named("paint_from_pretrained")[0]["subfolder"] == "hunyuan3d-paint-v2-0"
+    assert result.maps["albedo"].shape == (256, 256, 3)
+
+
+# -- what the installer reads
+
+
+def test_declared_weights_cover_every_file_the_engines_look_for():
+    """WEIGHTS (what `install` downloads) must include every model folder availability and the presets
+    need, the turbo ones included, or an installed engine would still be unavailable."""
+    import fnmatch
+
+    from backend_local.engines import hunyuan_specs as specs
+
+    needed = {"hunyuan3d-2.1": [SHAPE21, PAINT21, DINO_MODEL], "hunyuan3d-2": [PAINT_MODEL],
+              "hunyuan3d-2mini": []}
+    for engine_class in (Hunyuan2Engine, Hunyuan2MiniEngine):
+        for variant in engine_class.spec.shape.values():
+            needed[engine_class.name] += engine_class.variant_files(variant)
+    for engine, models in needed.items():
+        declared = specs.WEIGHTS[engine]
+        for model in models:
+            for entry in model.files:
+                path = "/".join(part for part in (model.subfolder, entry.split("|")[0]) if part)
+                assert any(w.repo_id == model.repo_id and any(fnmatch.fnmatch(path, pattern)
+                                                                for pattern in w.allow_patterns)
+                           for w in declared), (engine, model.repo_id, path)
+    assert "hunyuan3d-dit-v2-0-turbo/*" in specs.WEIGHTS["hunyuan3d-2"][0].allow_patterns
+    assert "hunyuan3d-vae-v2-mini-turbo/*" in specs.WEIGHTS["hunyuan3d-2mini"][0].allow_patterns
+    assert any(p.startswith("pytorch-lightning") for p in specs.HUNYUAN_21.packages["texture"])
+    assert any(p.startswith("pytorch-lightning") for p in specs.PACKAGES["hunyuan3d-2.1"])
+    assert "hunyuanpaintpbr" in specs.HUNYUAN_21.import_chains["texture"]
+    assert specs.shape_variant("hunyuan3d-2.1", "fast").subfolder == "hunyuan3d-dit-v2-1"     # no turbo for 2.1

@@ -79,7 +79,10 @@ def test_mesh_is_closed_sized_and_near_target(sphere_result):
     mesh = trimesh.Trimesh(vertices, faces, process=True)   # merge UV-seam copies by position
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > 0
     assert abs(len(faces) - SMALL["face_count"]) <= 0.1 * SMALL["face_count"]
-    assert vertices.min() >= -1.0 - 1e-5 and vertices.max() <= 1.0 + 1e-5
+    # upright frame: largest side 2, centred in X and Z, resting on y = 0
+    low, high = vertices.min(0), vertices.max(0)
+    assert low[1] == pytest.approx(0.0, abs=1e-5) and high[1] <= 2.0 + 1e-5
+    assert abs(low[0] + high[0]) < 1e-5 and abs(low[2] + high[2]) < 1e-5
     assert np.ptp(vertices, axis=0).max() == pytest.approx(2.0, abs=1e-4)
     # a sphere from a disc: every direction about as deep as wide
     extent = np.ptp(vertices, axis=0)

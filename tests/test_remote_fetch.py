@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from backend_local import fetch
-from shared.errors import IMAGE_TOO_LARGE, INVALID_INPUT, Gen3DError
+from shared.errors import CANCELLED, IMAGE_TOO_LARGE, INVALID_INPUT, Gen3DError
 
 from test_remote_support import sphere_bytes
 
@@ -126,6 +126,50 @@ def test_read_timeout(image_site):
     assert caught.value.code == INVALID_INPUT and caught.value.retryable
     assert "did not answer in time" in caught.value.message
     assert time.monotonic() - started < 2.5
+
+
+def _wait_until(condition, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_slow_drip_ends_at_the_deadline(image_site):
+    """200 and then a byte every half second: every read succeeds within its timeout, so only the
+    overall deadline can end it, and it must do so mid-read, not after a 64 KiB chunk."""
+    started = time.monotonic()
+    with pytest.raises(Gen3DError) as caught:
+        fetch.fetch_image(image_site.url("/drip"), max_bytes=10 ** 7, timeout=(1, 2), allow_networks=LOOPBACK,
+                          total_time=1.5)
+    elapsed = time.monotonic() - started
+    assert caught.value.code == INVALID_INPUT and caught.value.retryable and "took longer" in caught.value.message
+    assert 1.4 < elapsed < 2.2, elapsed
+    _wait_until(lambda: image_site.drips == 0)          # the connection was closed, not left dripping
+
+
+def test_cancel_stops_a_download_mid_read(image_site):
+    cancel = threading.Event()
+    threading.Timer(0.6, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Gen3DError) as caught:
+        fetch.fetch_image(image_site.url("/drip"), max_bytes=10 ** 7, timeout=(1, 30), allow_networks=LOOPBACK,
+                          cancel=cancel)
+    assert caught.value.code == CANCELLED and caught.value.stage == "preprocess"
+    assert time.monotonic() - started < 1.2
+    _wait_until(lambda: image_site.drips == 0)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/a.png", "http://[nothex]/a.png", "http://example.com:99999/a.png",
+                                 "http://example.com:port/a.png"])
+def test_malformed_urls_are_invalid_input(url):
+    error = _refused(url)
+    assert error.code == INVALID_INPUT and "valid URL" in error.message
+
+
+def test_messages_do_not_echo_long_urls():
+    error = _refused("ftp://example.com/" + "a" * 100000)
+    assert error.code == INVALID_INPUT and len(error.message) < 400
 
 
 def test_unreachable_and_http_errors(image_site):

@@ -24,6 +24,8 @@ API_KEY = "test-key-7f3a9c"
 BUCKET = "gen3d-test"
 # Small jobs (about 2 s on CPU); a LONG job (octree 256) runs long enough to be cancelled or killed.
 SMALL = {"face_count": 5000, "texture_size": 512, "octree_resolution": 64}
+# A server whose image_url may reach this machine's image site (tests only).
+LOOPBACK_ENV = {"GEN3D_ALLOW_PRIVATE_URLS": "127.0.0.0/8"}
 LONG = {"face_count": 5000, "texture_size": 512, "octree_resolution": 256}
 
 
@@ -74,8 +76,9 @@ class ServerProcess:
                "--api-key-file", self.key_file, "--data-dir", self.data_dir, "--device", "cpu"] + self.extra_args
         if self.storage:
             cmd += ["--storage", self.storage]
-        env = dict(os.environ, PYTHONPATH=ROOT, **self.env)
+        env = dict(os.environ, PYTHONPATH=ROOT)
         env.pop("GEN3D_ALLOW_PRIVATE_URLS", None)      # the server must refuse private URLs as deployed
+        env.update(self.env)                           # ...unless a test opts in
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -224,6 +227,18 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 for _ in range(256):          # 16 MB
                     self.wfile.write(b"\0" * 65536)
+        elif parts.path == "/drip":             # 200, then one byte every half second (slowloris in reverse)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            site.drips += 1
+            with contextlib.suppress(OSError):
+                for _ in range(100000):
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            site.drips -= 1
         elif parts.path == "/slow":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -243,6 +258,7 @@ class _ImageHandler(http.server.BaseHTTPRequestHandler):
 class ImageSite:
     def __init__(self):
         self.requests = []
+        self.drips = 0                  # /drip responses still being sent
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
         self.httpd.daemon_threads = True
         self.httpd.site = self

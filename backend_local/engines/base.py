@@ -36,12 +36,15 @@ class ViewMapping:
 
 @dataclass
 class ShapeResult:
-    """A closed mesh in the output frame (glTF axes, centred, largest side 2)."""
+    """A closed mesh (glTF axes, centred, largest side 2) in the input camera's frame: the camera looks
+    down -Z from `elevation_deg` above the horizon. The pipeline takes that elevation out at export
+    (backend_local/upright.py); an engine whose mesh is already upright leaves it at 0."""
 
     vertices: np.ndarray
     faces: np.ndarray
     view: ViewMapping = None      # None: the texturer aligns the mesh to the image itself
     detail: object = None         # engine-private data for its own texturer (e.g. a smooth field)
+    elevation_deg: float = 0.0    # the input camera's elevation the engine assumed or estimated
 
 
 @dataclass

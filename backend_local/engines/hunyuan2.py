@@ -1,72 +1,124 @@
-"""hunyuan3d-2 and hunyuan3d-2mini: Tencent's Hunyuan3D 2.0 models through the `hy3dgen` package (PyPI).
+"""hunyuan3d-2 and hunyuan3d-2mini: Tencent's Hunyuan3D 2.0 models through the `hy3dgen` package.
 
-Shape: hy3dgen.shapegen.Hunyuan3DDiTFlowMatchingPipeline (tencent/Hunyuan3D-2, hunyuan3d-dit-v2-0;
-tencent/Hunyuan3D-2mini, hunyuan3d-dit-v2-mini). Texture (hunyuan3d-2 only; 2mini jobs paint with it or
-builtin): hy3dgen.texgen.Hunyuan3DPaintPipeline, which paints an RGB albedo only, so roughness, metallic,
-normal and AO come from the built-in texturer (hunyuan_texture).
+Shape: hy3dgen.shapegen.Hunyuan3DDiTFlowMatchingPipeline (tencent/Hunyuan3D-2, hunyuan3d-dit-v2-0 and its
+-turbo; tencent/Hunyuan3D-2mini, hunyuan3d-dit-v2-mini and its -turbo), the variant chosen by the request's
+preset (hunyuan_specs). Texture (hunyuan3d-2 only; 2mini jobs paint with it or builtin):
+hy3dgen.texgen.Hunyuan3DPaintPipeline, which paints an RGB albedo only, so roughness, metallic, normal and
+AO come from the built-in texturer (hunyuan_texture).
+
+hy3dgen exists as the PyPI wheel 2.0.2 and as GitHub main (same version number): main's painter takes a
+`subfolder` and defaults it to the turbo paint model, the wheel's has no such argument. The painter is
+always given hunyuan3d-paint-v2-0 explicitly where it takes the argument (detected by signature); the
+ShapeVAE difference is handled in hunyuan_shape.
 """
+
+import inspect
 
 import numpy as np
 
 from . import base
 from . import hunyuan_common as hc
-from . import hunyuan_shape, hunyuan_texture
+from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_texture
 
-SHAPE_PACKAGES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops", "pymeshlab", "trimesh", "cv2",
-                  "yaml")
-PAINT_PACKAGES = ("hy3dgen", "diffusers", "transformers", "xatlas", "cv2", "trimesh")
+SHAPE_MODULES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops", "pymeshlab", "trimesh", "cv2",
+                 "yaml")
+PAINT_MODULES = ("hy3dgen", "diffusers", "transformers", "xatlas", "cv2", "trimesh")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-INSTALL_HINT = "pip install 'gen3d[hunyuan]'"
-RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: in a Hunyuan3D-2 checkout run `cd "
-                   "hy3dgen/texgen/custom_rasterizer && python setup.py install` (needs nvcc)")
+RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: `python -m backend_local install hunyuan3d-2` builds it "
+                   "(by hand: in a Hunyuan3D-2 checkout `cd hy3dgen/texgen/custom_rasterizer && pip install "
+                   "--no-build-isolation -e .`, needs nvcc)")
 
-PAINT_MODEL = hc.ModelFiles("tencent/Hunyuan3D-2", "",
-                            ("hunyuan3d-paint-v2-0/model_index.json", "hunyuan3d-delight-v2-0/model_index.json"),
+PAINT_SUBFOLDER = "hunyuan3d-paint-v2-0"
+PAINT_MODEL = hc.ModelFiles(specs.REPO_20, "",
+                            ("%s/model_index.json" % PAINT_SUBFOLDER, "hunyuan3d-delight-v2-0/model_index.json"),
                             "Hunyuan3D-2 paint")
 # The painter bakes at up to this size; its atlas is resampled into ours at the requested texture_size.
 MAX_PAINT_TEXTURE = 4096
+CHECKPOINT_FILES = ("config.yaml", "model.fp16.safetensors")
+
+
+def shape_files(repo_id, subfolder, what):
+    return hc.ModelFiles(repo_id, subfolder, CHECKPOINT_FILES, what)
+
+
+def painter_arguments(paint_class):
+    """from_pretrained's keyword arguments for the installed hy3dgen painter: GitHub main takes `subfolder`
+    (defaulting to the turbo model), PyPI 2.0.2 does not (and always loads hunyuan3d-paint-v2-0)."""
+    parameters = inspect.signature(paint_class.from_pretrained).parameters
+    return {"subfolder": PAINT_SUBFOLDER} if "subfolder" in parameters else {}
 
 
 class Hy3DGenEngine(hc.HunyuanEngine):
-    """Shape (and optionally texture) from hy3dgen; subclasses name the shape model."""
+    """Shape (and optionally texture) from hy3dgen; subclasses name their spec."""
 
-    shape_model = None
+    spec = None
     remover_module = "hy3dgen.rembg"
+
+    @classmethod
+    def variant_files(cls, variant):
+        """The weight folders a shape variant reads: its DiT and, for FlashVDM, its turbo VAE."""
+        files = [shape_files(cls.spec.repo_id, variant.subfolder, "%s shape (%s)" % (cls.spec.name, variant.subfolder))]
+        if variant.vae_subfolder:
+            files.append(shape_files(cls.spec.repo_id, variant.vae_subfolder,
+                                     "%s turbo VAE (%s)" % (cls.spec.name, variant.vae_subfolder)))
+        return files
+
+    def _probe(self, stage, hints=None):
+        return hc.import_chain_problem(self.name, "The %s %s library" % (self.name, stage),
+                                       self.spec.import_chains[stage], hints=hints)
 
     def stage_problems(self, stage):
         if stage == base.SHAPE:
-            missing = hc.missing_modules(SHAPE_PACKAGES)
-            problems = [hc.modules_missing(missing, INSTALL_HINT)] if missing else []
+            missing = hc.missing_modules(SHAPE_MODULES)
+            problems = [hc.modules_missing(missing, self.name)] if missing else [self._probe(base.SHAPE)]
             root, searched = hc.locate(self.shape_model, self.settings)
             if root is None:
-                problems.append(hc.weights_missing(self.shape_model, searched))
-            return problems
-        missing = hc.missing_modules(PAINT_PACKAGES)
-        problems = [hc.modules_missing(missing, INSTALL_HINT)] if missing else []
+                problems.append(hc.weights_missing(self.shape_model, searched, self.name))
+            return [problem for problem in problems if problem]
+        missing = hc.missing_modules(PAINT_MODULES)
+        problems = [hc.modules_missing(missing, self.name)] if missing else []
         if hc.missing_modules(RASTERIZER_MODULES):
             problems.append("missing custom_rasterizer, " + RASTERIZER_HINT)
+        elif not missing:
+            problems.append(self._probe(base.TEXTURE, {"custom_rasterizer": RASTERIZER_HINT}))
         problems.append(self.cuda_problem())
         root, searched = hc.locate(PAINT_MODEL, self.settings)
         if root is None:
-            problems.append(hc.weights_missing(PAINT_MODEL, searched))
+            problems.append(hc.weights_missing(PAINT_MODEL, searched, self.name))
         return [problem for problem in problems if problem]
 
-    def load_stage(self, stage, device):
+    def variant_problems(self, stage, variant):
+        if stage != base.SHAPE or variant is None:
+            return []
+        problems = []
+        for files in self.variant_files(variant):
+            root, searched = hc.locate(files, self.settings)
+            if root is None:
+                problems.append(hc.weights_missing(files, searched, self.name))
+        return problems
+
+    def load_stage(self, stage, device, variant=None):
         if stage == base.SHAPE:
-            root, _ = hc.locate(self.shape_model, self.settings)
-            return hunyuan_shape.load_shape_model("hy3dgen.shapegen", root, self.shape_model.subfolder, device,
-                                                  hc.library_dtype(device, self.settings), use_safetensors=True)
+            variant = variant or self.spec.shape[specs.BALANCED]
+            dit, *vae = self.variant_files(variant)
+            root, _ = hc.locate(dit, self.settings)
+            vae_root = hc.locate(vae[0], self.settings)[0] if vae else None
+            return hunyuan_shape.load_shape_model("hy3dgen.shapegen", root, variant, device,
+                                                  hc.library_dtype(device, self.settings), use_safetensors=True,
+                                                  engine=self.name, vae_root=vae_root)
         problem = self.painter_device_problem(device)
         if problem:
             raise problem
         root, _ = hc.locate(PAINT_MODEL, self.settings)
-        texgen = hc.import_library("hy3dgen.texgen", "The Hunyuan3D-2 painter")
+        texgen = hc.import_library("hy3dgen.texgen", "The Hunyuan3D-2 painter", engine=self.name)
+        paint_class = texgen.Hunyuan3DPaintPipeline
         with hc.on_device(device), hc.offline({PAINT_MODEL.repo_id: root}), hc.trusted_local_pipelines():
-            return texgen.Hunyuan3DPaintPipeline.from_pretrained(root)
+            return paint_class.from_pretrained(root, **painter_arguments(paint_class))
 
     def generate_shape(self, job):
         job.progress("shape", 0.02, "loading %s" % self.name)
-        model = self.model(base.SHAPE, job.device)
+        variant = specs.shape_variant(self.name, job.request.preset)
+        model = self.model(base.SHAPE, job.device, variant)
         return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
                                                                               default=8000)))
 
@@ -93,15 +145,17 @@ class Hy3DGenEngine(hc.HunyuanEngine):
 
 class Hunyuan2Engine(Hy3DGenEngine):
     name = "hunyuan3d-2"
+    spec = specs.HUNYUAN_20
+    shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2 shape (%s)"
+                              % spec.shape[specs.BALANCED].subfolder)
     capabilities = frozenset({base.SHAPE, base.TEXTURE})
     vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
-    shape_model = hc.ModelFiles("tencent/Hunyuan3D-2", "hunyuan3d-dit-v2-0", ("config.yaml", "model.fp16.safetensors"),
-                                "Hunyuan3D-2 shape")
 
 
 class Hunyuan2MiniEngine(Hy3DGenEngine):
     name = "hunyuan3d-2mini"
+    spec = specs.HUNYUAN_MINI
+    shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2mini shape (%s)"
+                              % spec.shape[specs.BALANCED].subfolder)
     capabilities = frozenset({base.SHAPE})
     vram_gb = {base.SHAPE: 5.0}
-    shape_model = hc.ModelFiles("tencent/Hunyuan3D-2mini", "hunyuan3d-dit-v2-mini",
-                                ("config.yaml", "model.fp16.safetensors"), "Hunyuan3D-2mini shape")

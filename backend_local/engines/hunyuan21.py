@@ -2,9 +2,9 @@
 
 Neither package is on PyPI: both are imported from a checkout of the Tencent-Hunyuan/Hunyuan3D-2.1
 repository (setting "repo" or $GEN3D_HUNYUAN21_REPO), whose hy3dshape/ and hy3dpaint/ folders go on
-sys.path while the library runs. The painter writes an OBJ with albedo, metallic and roughness images
-into the mesh's folder; those maps are carried into our manifest and GLB (hunyuan_texture), with the
-normal and AO maps baked by the built-in texturer.
+sys.path while the library runs. The painter's albedo and metallic-roughness textures are taken from its
+renderer in memory (no JPEG round trip) and carried into our manifest and GLB (hunyuan_texture), with the
+normal and AO maps baked by the built-in texturer. 2.1 has no turbo model (hunyuan_specs).
 """
 
 import glob
@@ -12,21 +12,29 @@ import os
 
 from . import base
 from . import hunyuan_common as hc
-from . import hunyuan_shape, hunyuan_texture
+from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_texture
 
-REPO_ID = "tencent/Hunyuan3D-2.1"
-SHAPE_MODEL = hc.ModelFiles(REPO_ID, "hunyuan3d-dit-v2-1", ("config.yaml", "model.fp16.ckpt"), "Hunyuan3D-2.1 shape")
+REPO_ID = specs.REPO_21
+SPEC = specs.HUNYUAN_21
+SHAPE_MODEL = hc.ModelFiles(REPO_ID, SPEC.shape[specs.BALANCED].subfolder, ("config.yaml", "model.fp16.ckpt"),
+                            "Hunyuan3D-2.1 shape")
 PAINT_MODEL = hc.ModelFiles(REPO_ID, "hunyuan3d-paintpbr-v2-1", ("model_index.json",), "Hunyuan3D-2.1 PBR paint")
-DINO_MODEL = hc.ModelFiles("facebook/dinov2-giant", "", ("config.json", "model.safetensors|pytorch_model.bin"),
+DINO_MODEL = hc.ModelFiles(specs.DINO_GIANT, "", ("config.json", "model.safetensors|pytorch_model.bin"),
                            "DINOv2-giant (the painter's image encoder)")
 REALESRGAN_FILE = "RealESRGAN_x4plus.pth"
 
-SHAPE_PACKAGES = ("diffusers", "transformers", "torchvision", "timm", "einops", "omegaconf", "pymeshlab", "trimesh",
-                  "cv2", "yaml")
-PAINT_PACKAGES = ("diffusers", "transformers", "torchvision", "omegaconf", "xatlas", "pymeshlab", "trimesh", "cv2",
-                  "realesrgan", "basicsr")
+SHAPE_MODULES = ("diffusers", "transformers", "torchvision", "timm", "einops", "omegaconf", "pymeshlab", "trimesh",
+                 "cv2", "yaml")
+PAINT_MODULES = ("diffusers", "transformers", "torchvision", "omegaconf", "xatlas", "pymeshlab", "trimesh", "cv2",
+                 "realesrgan", "basicsr", "pytorch_lightning")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-INSTALL_HINT = "pip install 'gen3d[hunyuan]'; the painter also needs realesrgan and basicsr"
+RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: `python -m backend_local install hunyuan3d-2.1` builds it "
+                   "(by hand: `cd hy3dpaint/custom_rasterizer && pip install --no-build-isolation -e .` in the "
+                   "Hunyuan3D-2.1 checkout, needs nvcc)")
+INPAINT_HINT = ("the painter's compiled mesh_inpaint_processor: `python -m backend_local install hunyuan3d-2.1` "
+                "builds it (by hand: `cd hy3dpaint/DifferentiableRenderer && bash compile_mesh_painter.sh` in the "
+                "Hunyuan3D-2.1 checkout)")
+BPY_WHY = ("the Hunyuan3D-2.1 painter's GLB conversion needs Blender's bpy; Gen3D calls it with save_glb=False")
 MAX_PAINT_TEXTURE = 4096   # the painter bakes at twice our size up to this, then halves its own output
 
 
@@ -69,43 +77,57 @@ class Hunyuan21Engine(hc.HunyuanEngine):
 
     # -- availability
 
+    def _probe(self, stage):
+        return hc.import_chain_problem(
+            self.name, "The Hunyuan3D-2.1 %s library" % ("shape" if stage == base.SHAPE else "paint"),
+            SPEC.import_chains[stage], self.library_folders(), placeholders=("bpy",),
+            hints={"custom_rasterizer": RASTERIZER_HINT, "mesh_inpaint_processor": INPAINT_HINT})
+
     def stage_problems(self, stage):
         folders = self.library_folders()
         if stage == base.SHAPE:
-            problems = [self._repo_problem("hy3dshape", os.path.join("hy3dshape", "pipelines.py"))]
-            missing = hc.missing_modules(SHAPE_PACKAGES)
-            problems.append(hc.modules_missing(missing, INSTALL_HINT) if missing else "")
+            repo_problem = self._repo_problem("hy3dshape", os.path.join("hy3dshape", "pipelines.py"))
+            problems = [repo_problem]
+            missing = hc.missing_modules(SHAPE_MODULES)
+            problems.append(hc.modules_missing(missing, self.name) if missing else "")
+            if not repo_problem and not missing:
+                problems.append(self._probe(base.SHAPE))
             root, searched = hc.locate(SHAPE_MODEL, self.settings)
-            problems.append("" if root else hc.weights_missing(SHAPE_MODEL, searched))
+            problems.append("" if root else hc.weights_missing(SHAPE_MODEL, searched, self.name))
             return [problem for problem in problems if problem]
 
-        problems = [self._repo_problem("hy3dpaint", "textureGenPipeline.py")]
-        missing = hc.missing_modules(PAINT_PACKAGES)
-        problems.append(hc.modules_missing(missing, INSTALL_HINT) if missing else "")
-        if hc.missing_modules(RASTERIZER_MODULES):
-            problems.append("missing custom_rasterizer, the painter's compiled CUDA rasterizer: run `cd "
-                            "hy3dpaint/custom_rasterizer && pip install -e .` in the Hunyuan3D-2.1 checkout")
-        if folders and not glob.glob(os.path.join(folders[1], "DifferentiableRenderer", "mesh_inpaint_processor*.so")):
-            problems.append("missing the compiled mesh_inpaint_processor: run `cd hy3dpaint/DifferentiableRenderer "
-                            "&& bash compile_mesh_painter.sh` in the Hunyuan3D-2.1 checkout")
+        repo_problem = self._repo_problem("hy3dpaint", "textureGenPipeline.py")
+        problems = [repo_problem]
+        missing = hc.missing_modules(PAINT_MODULES)
+        problems.append(hc.modules_missing(missing, self.name) if missing else "")
+        rasterizer_missing = hc.missing_modules(RASTERIZER_MODULES)
+        if rasterizer_missing:
+            problems.append("missing custom_rasterizer, " + RASTERIZER_HINT)
+        inpaint_missing = folders and not glob.glob(
+            os.path.join(folders[1], "DifferentiableRenderer", "mesh_inpaint_processor*.so"))
+        if inpaint_missing:
+            problems.append("missing " + INPAINT_HINT)
+        if not (repo_problem or missing or rasterizer_missing or inpaint_missing):
+            problems.append(self._probe(base.TEXTURE))
         problems.append(self.cuda_problem())
         for model in (PAINT_MODEL, DINO_MODEL):
             root, searched = hc.locate(model, self.settings)
-            problems.append("" if root else hc.weights_missing(model, searched))
+            problems.append("" if root else hc.weights_missing(model, searched, self.name))
         if not any(os.path.isfile(path) for path in self.realesrgan_candidates()):
-            problems.append("the painter's upscaler checkpoint %s was not found; looked at: %s" % (
-                REALESRGAN_FILE, "; ".join(self.realesrgan_candidates()) or "(no repo or weights folder configured)"))
+            problems.append("the painter's upscaler checkpoint %s was not found; looked at: %s (`%s` fetches it)" % (
+                REALESRGAN_FILE, "; ".join(self.realesrgan_candidates()) or "(no repo or weights folder configured)",
+                specs.install_command(self.name)))
         return [problem for problem in problems if problem]
 
     # -- loading
 
-    def load_stage(self, stage, device):
+    def load_stage(self, stage, device, variant=None):
         folders = self.library_folders()
         if stage == base.SHAPE:
             root, _ = hc.locate(SHAPE_MODEL, self.settings)
-            return hunyuan_shape.load_shape_model("hy3dshape", root, SHAPE_MODEL.subfolder, device,
+            return hunyuan_shape.load_shape_model("hy3dshape", root, variant or SPEC.shape[specs.BALANCED], device,
                                                   hc.library_dtype(device, self.settings), use_safetensors=False,
-                                                  paths=folders)
+                                                  paths=folders, engine=self.name)
         problem = self.painter_device_problem(device)
         if problem:
             raise problem
@@ -117,12 +139,11 @@ class Hunyuan21Engine(hc.HunyuanEngine):
         repo = self.repo()
         with hc.library_paths(folders), hc.on_device(device), hc.offline({REPO_ID: paint_root}), \
                 hc.trusted_local_pipelines():
-            hc.import_library("torchvision_fix", "The Hunyuan3D-2.1 torchvision fix").apply_fix()
+            hc.import_library("torchvision_fix", "The Hunyuan3D-2.1 torchvision fix", engine=self.name).apply_fix()
             # Its mesh_utils imports Blender's bpy at the top for the OBJ->GLB conversion (save_glb), which
             # Gen3D never asks for (it writes the GLB itself): bpy is only a placeholder when not installed.
-            with hc.placeholder_modules(["bpy"], "the Hunyuan3D-2.1 painter's GLB conversion needs Blender's bpy; "
-                                        "Gen3D calls it with save_glb=False"):
-                module = hc.import_library("textureGenPipeline", "The Hunyuan3D-2.1 painter")
+            with hc.placeholder_modules(["bpy"], BPY_WHY):
+                module = hc.import_library("textureGenPipeline", "The Hunyuan3D-2.1 painter", engine=self.name)
             config = module.Hunyuan3DPaintConfig(int(hc.setting(self.settings, "paint_views", default=6)),
                                                  int(hc.setting(self.settings, "paint_resolution", default=512)))
             # The library's defaults are paths relative to the repo and hub ids; ours are absolute and local.
@@ -137,7 +158,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
 
     def generate_shape(self, job):
         job.progress("shape", 0.02, "loading %s" % self.name)
-        model = self.model(base.SHAPE, job.device)
+        model = self.model(base.SHAPE, job.device, specs.shape_variant(self.name, job.request.preset))
         with hc.library_paths(self.library_folders()):
             return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
                                                                                   default=8000)))
@@ -158,5 +179,9 @@ class Hunyuan21Engine(hc.HunyuanEngine):
             obj_path = painter(mesh_path=mesh_path, image_path=hc.pil_image(job.image),
                                output_mesh_path=os.path.join(folder, "textured_mesh.obj"), use_remesh=False,
                                save_glb=False)
-            painted = hunyuan_texture.read_textured_obj(obj_path)
+            # The painter's own files are JPEGs and its map_Pm is the MR image's red channel, which is the
+            # constant the model was trained with (see hunyuan_texture.painted_from_render): read its
+            # renderer's textures instead, falling back to the OBJ's albedo and roughness.
+            painted = hunyuan_texture.painted_from_render(painter.render) or \
+                hunyuan_texture.read_textured_obj(obj_path)
         return hunyuan_texture.painted_result(job, shape, painted, size)

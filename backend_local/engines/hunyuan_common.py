@@ -33,6 +33,7 @@ from shared.errors import ENGINE_UNAVAILABLE, INTERNAL, OUT_OF_MEMORY, Gen3DErro
 
 from ..mesh_ops import clean_closed_mesh, decimate, normalize
 from . import base
+from . import hunyuan_specs as specs
 
 WEIGHTS_ENV = "GEN3D_WEIGHTS_DIR"
 REPO21_ENV = "GEN3D_HUNYUAN21_REPO"
@@ -124,16 +125,17 @@ def locate(model, settings=None):
     return None, searched
 
 
-def weights_missing(model, searched):
-    """The sentence an unavailable engine gives for missing weights: what, which files, where."""
+def weights_missing(model, searched, engine):
+    """The sentence an unavailable engine gives for missing weights: what, which files, where, and the
+    command that downloads them."""
     folders = sorted({(model.subfolder or entry.split("/")[0]) for entry in model.files})
     include = " ".join("--include '%s/*'" % folder for folder in folders) if "/" in "".join(model.files) or \
         model.subfolder else ""
     target = "/".join(part for part in (model.repo_id, model.subfolder) if part)
-    return ("%s weights not found: need %s from the Hugging Face repository %s. Looked in: %s. Download them "
-            "(huggingface-cli download %s %s) into one of those folders, or set %s to a folder holding %s."
-            % (model.what, model.describe_files(), model.repo_id, "; ".join(searched), model.repo_id,
-               include, WEIGHTS_ENV, target)).replace("  ", " ").replace(" )", ")")
+    return ("%s weights not found: need %s from the Hugging Face repository %s. Looked in: %s. Install them with "
+            "`%s` (or `hf download %s %s --local-dir <folder>/%s`), or set %s to a folder holding %s."
+            % (model.what, model.describe_files(), model.repo_id, "; ".join(searched), specs.install_command(engine),
+               model.repo_id, include, model.repo_id, WEIGHTS_ENV, target)).replace("  ", " ")
 
 
 def missing_modules(names, paths=None):
@@ -153,8 +155,155 @@ def missing_modules(names, paths=None):
     return missing
 
 
-def modules_missing(missing, hint):
-    return "missing Python packages: %s (%s)" % (", ".join(missing), hint)
+def modules_missing(missing, engine):
+    return "missing Python packages: %s (install them: %s)" % (
+        ", ".join(specs.PIP_NAMES.get(name, name) for name in missing), specs.install_command(engine))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Import the library's real module chain in a subprocess, cached
+
+# Runs in a fresh interpreter: puts `paths` first on sys.path, stands in for `placeholders` that are not
+# installed, imports each module of the chain ("module:function" also calls it) and prints one JSON
+# line: {"ok": true} or the first failure, with ModuleNotFoundError.name and the library file that
+# did the import.
+_PROBE = r"""
+import importlib, importlib.util, json, sys, traceback, types
+chain, paths, placeholders = json.loads(sys.argv[1])
+sys.path[:0] = paths
+for name in placeholders:
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        sys.modules[name] = types.ModuleType(name)
+result = {"ok": True}
+for entry in chain:
+    module, _, function = entry.partition(":")
+    try:
+        loaded = importlib.import_module(module)
+        if function:
+            getattr(loaded, function)()
+    except BaseException as exc:
+        frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)
+                  if any(f.filename.startswith(p) for p in paths) or "site-packages" in f.filename]
+        result = {"ok": False, "module": entry, "type": type(exc).__name__, "error": str(exc)[:500],
+                  "missing": getattr(exc, "name", None) if isinstance(exc, ImportError) else None,
+                  "importer": frames[-1] if frames else None}
+        break
+sys.stdout.write("\nGEN3D-PROBE " + json.dumps(result) + "\n")
+"""
+PROBE_TIMEOUT = 600
+_PROBE_CACHE = {}
+_PROBE_LOCK = threading.Lock()
+
+
+def probe_cache_file():
+    folder = os.environ.get("GEN3D_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "gen3d")
+    return os.path.join(folder, "import-probes.json")
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _probe_key(chain, paths, placeholders):
+    """Changes when the interpreter, the library folders or the installed packages change: the folders'
+    and site-packages' mtimes move when a module is added or removed (pip install, a new build)."""
+    import hashlib
+    import json
+    import site
+    import sysconfig
+
+    packages = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")} |
+                      set(getattr(site, "getsitepackages", lambda: [])()))
+    watched = list(paths) + packages
+    material = [sys.executable, _mtime(sys.executable), list(chain), list(paths), list(placeholders),
+                [(folder, _mtime(folder)) for folder in watched]]
+    return hashlib.sha256(json.dumps(material).encode()).hexdigest()
+
+
+def _read_probe_cache():
+    import json
+
+    try:
+        with open(probe_cache_file()) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_probe_cache(key, result):
+    import json
+
+    path = probe_cache_file()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        cache = _read_probe_cache()
+        cache[key] = result
+        partial = "%s.%d.tmp" % (path, os.getpid())
+        with open(partial, "w") as handle:
+            json.dump(cache, handle)
+        os.replace(partial, path)
+    except OSError:      # a read-only home only costs the next process another probe
+        pass
+
+
+def probe_imports(chain, paths=(), placeholders=()):
+    """Import the module chain in a fresh interpreter (so nothing of it stays in this process and a
+    CUDA-less machine is fine). Returns the probe's dict; cached per interpreter, folders and their mtimes."""
+    import json
+    import subprocess
+
+    key = _probe_key(chain, paths, placeholders)
+    with _PROBE_LOCK:
+        if key in _PROBE_CACHE:
+            return _PROBE_CACHE[key]
+        cached = _read_probe_cache().get(key)
+        if cached is not None:
+            _PROBE_CACHE[key] = cached
+            return cached
+        argument = json.dumps([list(chain), [os.path.abspath(p) for p in paths], list(placeholders)])
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROBE, argument], capture_output=True, text=True,
+                                  timeout=PROBE_TIMEOUT, cwd=tempfile.gettempdir(), env=env)
+            line = [row for row in done.stdout.splitlines() if row.startswith("GEN3D-PROBE ")]
+            if line:
+                result = json.loads(line[-1][len("GEN3D-PROBE "):])
+            else:   # the interpreter died (a native extension crashing on import): not cached
+                return {"ok": False, "module": chain[0] if chain else "", "type": "crash", "missing": None,
+                        "importer": None, "error": "the import exited with code %s: %s" % (
+                            done.returncode, (done.stderr or "").strip()[-400:])}
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "module": chain[0] if chain else "", "type": "timeout", "missing": None,
+                    "importer": None, "error": "importing took over %d s" % PROBE_TIMEOUT}
+        _PROBE_CACHE[key] = result
+        _write_probe_cache(key, result)
+        return result
+
+
+def import_chain_problem(engine, what, chain, paths=(), placeholders=(), hints=None):
+    """"" when the chain imports; otherwise a sentence naming the missing package (from
+    ModuleNotFoundError.name), the library file that imported it and the command that installs it."""
+    result = probe_imports(chain, paths, placeholders)
+    if result.get("ok"):
+        return ""
+    missing = result.get("missing")
+    importer = result.get("importer")
+    where = " (imported by %s)" % importer if importer else ""
+    if missing:
+        top = missing.split(".")[0]
+        hint = (hints or {}).get(top) or "install it: %s" % specs.install_command(engine)
+        return "%s cannot be imported: missing Python package %s%s; %s" % (
+            what, specs.PIP_NAMES.get(top, top), where, hint)
+    return "%s cannot be imported (%s in %s: %s%s); reinstall it: %s" % (
+        what, result.get("type"), result.get("module"), result.get("error"), where, specs.install_command(engine))
 
 
 @contextlib.contextmanager
@@ -170,15 +319,17 @@ def library_paths(paths):
                 sys.path.remove(path)
 
 
-def import_library(module, what, paths=()):
-    """Import a library module; a failure becomes ENGINE_UNAVAILABLE naming the module."""
+def import_library(module, what, paths=(), engine="ENGINE"):
+    """Import a library module; a failure becomes ENGINE_UNAVAILABLE naming the missing module."""
     try:
         with library_paths(paths):
             return importlib.import_module(module)
     except ImportError as exc:
-        raise Gen3DError(ENGINE_UNAVAILABLE, "%s could not be imported (%s: %s). Install the engine's packages: "
-                         "pip install 'gen3d[hunyuan]' (see backend_local/engines/HUNYUAN.md)."
-                         % (what, module, exc), retryable=False)
+        missing = getattr(exc, "name", None) or module
+        raise Gen3DError(ENGINE_UNAVAILABLE, "%s could not be imported (%s: %s; missing %s). Install the engine: "
+                         "%s (see backend_local/engines/HUNYUAN.md)." % (
+                             what, module, exc, specs.PIP_NAMES.get(missing.split(".")[0], missing),
+                             specs.install_command(engine)), retryable=False)
 
 
 @contextlib.contextmanager
@@ -520,7 +671,7 @@ class HunyuanEngine(base.Engine):
     def stage_problems(self, stage):
         raise NotImplementedError
 
-    def load_stage(self, stage, device):
+    def load_stage(self, stage, device, variant=None):
         raise NotImplementedError
 
     def availability(self, stage=None):
@@ -536,20 +687,34 @@ class HunyuanEngine(base.Engine):
             return base.Availability(True, reason, details)
         return base.Availability(False, reason, details)
 
-    def model(self, stage, device):
-        """The stage's loaded model, loading it (once) onto `device`."""
+    def model(self, stage, device, variant=None):
+        """The stage's loaded model, loading it (once) onto `device`. `variant` (a preset's model) replaces
+        a loaded model of another variant; None takes whatever is loaded, else the default."""
         if self._device is not None and self._device != device:
             self.unload()
+        loaded = self._models.get(stage)
+        if loaded is not None and variant is not None and getattr(loaded, "variant", variant) != variant:
+            self.unload(stage)
         if stage not in self._models:
-            problems = self.stage_problems(stage)
+            problems = self.stage_problems(stage) + self.variant_problems(stage, variant)
             if problems:
                 raise Gen3DError(ENGINE_UNAVAILABLE, "The engine '%s' cannot run its %s stage: %s" % (
                     self.name, stage, "; ".join(problems)), stage=stage, retryable=False)
-            with gpu_stage(self, stage, device):
-                self._models[stage] = self.load_stage(stage, device)
+            try:
+                with gpu_stage(self, stage, device):
+                    self._models[stage] = self.load_stage(stage, device, variant)
+            except ModuleNotFoundError as exc:     # a lazy import inside the library's loader
+                raise Gen3DError(ENGINE_UNAVAILABLE, "The engine '%s' cannot load its %s model: missing Python "
+                                 "package %s (%s). Install it: %s" % (
+                                     self.name, stage, specs.PIP_NAMES.get(str(exc.name).split(".")[0], exc.name),
+                                     exc, specs.install_command(self.name)), stage=stage, retryable=False)
             self._device = device
             self._loaded.add(stage)
         return self._models[stage]
+
+    def variant_problems(self, stage, variant):
+        """What a non-default variant lacks beyond the stage's own needs (e.g. the turbo weights)."""
+        return []
 
     def load(self, stage, device):
         self.model(stage, device)

@@ -26,9 +26,49 @@ MATCH_TOLERANCE = 1e-3     # output-frame units: corners closer than this are th
 MAX_UNMATCHED = 0.02       # share of triangles the painter may have changed before we refuse its result
 
 
+# The 2.1 paint model's metallic-roughness image is laid out as in its training renders
+# (hy3dshape/tools/render/render.py: R = 1 constant, G = roughness, B = metallic), which is also glTF's
+# metallicRoughness convention. Its renderer's get_texture_mr/save_mesh take metallic from channel 0
+# (the constant), so the painter's map_Pm file is not the metallic map.
+MR_ROUGHNESS_CHANNEL, MR_METALLIC_CHANNEL = 1, 2
+
+
+def _array(texture):
+    if hasattr(texture, "detach"):
+        texture = texture.detach().float().cpu().numpy()
+    return np.asarray(texture, dtype=np.float32)
+
+
+def _halved(image):
+    """2x2 box average: the painter bakes at twice the asked size and halves on saving (save_mesh's
+    downsample); done here too, so sampling at our texels does not skip three of every four of its texels."""
+    height, width = image.shape[:2]
+    if height % 2 or width % 2:
+        return image
+    return image.reshape(height // 2, 2, width // 2, 2, -1).mean(axis=(1, 3))
+
+
+def painted_from_render(render):
+    """The 2.1 painter's result straight from its renderer after a call: the mesh as it saves it (positions
+    in the frame it was given, OBJ-convention UVs) and its float textures, roughness from the MR image's G
+    and metallic from its B. None when the renderer does not hold them (another library version)."""
+    if not hasattr(render, "get_mesh") or getattr(render, "tex", None) is None or \
+            getattr(render, "tex_mr", None) is None:
+        return None
+    positions, faces, uvs, uv_faces = render.get_mesh(normalize=False)
+    albedo, mr = _halved(_array(render.tex)), _halved(_array(render.tex_mr))
+    return {"vertices": np.asarray(positions, np.float64), "uvs": np.asarray(uvs, np.float64),
+            "faces": np.asarray(faces, np.int64), "uv_faces": np.asarray(uv_faces, np.int64),
+            "images": {"albedo": np.clip(albedo[..., :3], 0, 1),
+                       "roughness": np.clip(mr[..., MR_ROUGHNESS_CHANNEL:MR_ROUGHNESS_CHANNEL + 1], 0, 1),
+                       "metallic": np.clip(mr[..., MR_METALLIC_CHANNEL:MR_METALLIC_CHANNEL + 1], 0, 1)}}
+
+
 def read_textured_obj(path):
     """The 2.1 painter's OBJ: positions, UVs (OBJ convention, v up), per-corner indices into both, and the
-    material's texture files (map_Kd, map_Pm, map_Pr) as absolute paths."""
+    material's albedo (map_Kd) and roughness (map_Pr) files as absolute paths. Its map_Pm is skipped: it
+    holds the MR image's constant red channel, not metallic (see MR_METALLIC_CHANNEL), so the built-in
+    estimate stays."""
     positions, uvs, face_pos, face_uv, maps = [], [], [], [], {}
     folder = os.path.dirname(os.path.abspath(path))
     material_file = None
@@ -50,7 +90,7 @@ def read_textured_obj(path):
             elif parts[0] == "mtllib":
                 material_file = os.path.join(folder, " ".join(parts[1:]))
     if material_file and os.path.isfile(material_file):
-        keys = {"map_Kd": "albedo", "map_Pm": "metallic", "map_Pr": "roughness"}
+        keys = {"map_Kd": "albedo", "map_Pr": "roughness"}
         with open(material_file) as handle:
             for line in handle:
                 parts = line.split()

@@ -16,6 +16,7 @@ import time
 import traceback
 
 import bpy
+import mathutils
 import addon_utils  # noqa: E402  (importable once bpy is: the bpy module sets up Blender's script paths)
 
 ADDON_ID = "gen3d"
@@ -123,10 +124,17 @@ def run_operator(operator, **kwargs):
         return ["CANCELLED"], str(exc)
 
 
+def world_bounds(obj):
+    corners = [obj.matrix_world @ mathutils.Vector(corner) for corner in obj.bound_box]
+    return [[min(c[i] for c in corners) for i in range(3)], [max(c[i] for c in corners) for i in range(3)]]
+
+
 def describe_object(obj):
     material = obj.data.materials[0] if obj.type == "MESH" and obj.data.materials else None
     return {
         "name": obj.name, "type": obj.type, "location": list(obj.location), "dimensions": list(obj.dimensions),
+        "rotation_mode": obj.rotation_mode, "bounds": world_bounds(obj) if obj.type == "MESH" else None,
+        "mesh_name": obj.data.name if obj.type == "MESH" else None,
         "scale": list(obj.scale), "materials": [m.name for m in obj.data.materials] if obj.type == "MESH" else [],
         "material": describe_material(material) if material else None,
         "uv_maps": [uv.name for uv in obj.data.uv_layers] if obj.type == "MESH" else [],
@@ -138,6 +146,7 @@ def describe_material(material):
     nodes = {}
     for node in material.node_tree.nodes:
         entry = {"type": node.bl_idname}
+        entry["location"] = list(node.location)
         if node.bl_idname == "ShaderNodeTexImage" and node.image is not None:
             entry.update(image=node.image.name, file=os.path.basename(node.image.filepath),
                          colorspace=node.image.colorspace_settings.name)
@@ -279,6 +288,15 @@ def scenario_job(config, report):
     configure(module, config)
     scene = bpy.context.scene
     scene.cursor.location = config["cursor"]
+    # The artist's own datablocks that happen to carry the names a result would get: never renamed.
+    existing = {}
+    for name in config.get("existing", []):
+        mesh = bpy.data.meshes.new(name)
+        obj = bpy.data.objects.new(name, mesh)
+        scene.collection.objects.link(obj)
+        material = bpy.data.materials.new("Gen3D_" + name)
+        image = bpy.data.images.new("Gen3D_%s_albedo" % name, 4, 4)
+        existing[name] = (obj, mesh, material, image)
     set_request(scene, config)
     scene.gen3d.source = "FILE"
     scene.gen3d.filepath = config["image"]
@@ -321,6 +339,7 @@ def scenario_job(config, report):
         report["damaged"] = {"result": result, "error": error, "unchanged": scene_state() == before,
                              "panel_message": scene.gen3d.message}
     report["orphan_partials"] = [name for name in os.listdir(os.path.dirname(job.job_dir)) if ".partial-" in name]
+    report["existing"] = {name: [block.name for block in blocks] for name, blocks in existing.items()}
 
 
 def scenario_errors(config, report):
