@@ -69,6 +69,22 @@ def check_image_decodes(request):
                       "not an image); send the image file's bytes base64-encoded")
 
 
+def check_quotas(store, quotas, owner, size):
+    """Raise QueueFull when `owner` (an API key) or the whole server is over its quota (both schedulers)."""
+    jobs, queued = store.active(owner)
+    if owner is not None and jobs >= quotas.jobs_per_key:
+        raise QueueFull("This API key already has %d jobs queued or running (the limit is %d). Wait for some to "
+                        "finish, then submit again." % (jobs, quotas.jobs_per_key))
+    if owner is not None and queued + size > quotas.bytes_per_key:
+        raise QueueFull("This API key's waiting images already take %.0f MB (the limit is %.0f MB). Wait for "
+                        "some jobs to finish or send smaller images." % (queued / 2 ** 20,
+                                                                         quotas.bytes_per_key / 2 ** 20))
+    _all_jobs, total = store.active()
+    if total + size > quotas.bytes_total:
+        raise QueueFull("The server's queue is full (%.0f MB of images waiting). Try again in a few minutes."
+                        % (total / 2 ** 20), retry_after_s=60)
+
+
 class _Running:
     def __init__(self, job_id):
         self.job_id = job_id
@@ -147,18 +163,7 @@ class Scheduler:
         return job_id
 
     def _check_quotas(self, owner, size):
-        jobs, queued = self.store.active(owner)
-        if owner is not None and jobs >= self.quotas.jobs_per_key:
-            raise QueueFull("This API key already has %d jobs queued or running (the limit is %d). Wait for some to "
-                            "finish, then submit again." % (jobs, self.quotas.jobs_per_key))
-        if owner is not None and queued + size > self.quotas.bytes_per_key:
-            raise QueueFull("This API key's waiting images already take %.0f MB (the limit is %.0f MB). Wait for "
-                            "some jobs to finish or send smaller images." % (queued / 2 ** 20,
-                                                                             self.quotas.bytes_per_key / 2 ** 20))
-        _all_jobs, total = self.store.active()
-        if total + size > self.quotas.bytes_total:
-            raise QueueFull("The server's queue is full (%.0f MB of images waiting). Try again in a few minutes."
-                            % (total / 2 ** 20), retry_after_s=60)
+        check_quotas(self.store, self.quotas, owner, size)
 
     def cancel(self, job_id):
         """Cancel a queued or running job; a finished job is left as it is. Returns the job (or None)."""

@@ -320,7 +320,7 @@ def build_state(api_key_file, data_dir, storage_spec=None, devices=("auto",), re
     work_root = os.path.join(data_dir, "work")
     if queue_url:
         from .farm.scheduler import FarmScheduler
-        scheduler = FarmScheduler(store, storage, queue_url, data_dir, job_timeout_s)
+        scheduler = FarmScheduler(store, storage, queue_url, data_dir, job_timeout_s, quotas)
     else:
         pipelines = {}
         for name in devices:                 # one child process per device: see device_process.py

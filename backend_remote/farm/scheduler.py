@@ -28,7 +28,7 @@ from shared.errors import TIMEOUT, Gen3DError
 from shared.request import parse_request
 
 from .. import job_store
-from ..scheduler import new_job_id
+from ..scheduler import Quotas, check_image_decodes, check_quotas, new_job_id
 from . import config
 
 CONSUMER = "server"
@@ -87,8 +87,9 @@ class Ledger:
 
 
 class FarmScheduler:
-    def __init__(self, store, storage, queue_url, data_dir, job_timeout_s=3600):
+    def __init__(self, store, storage, queue_url, data_dir, job_timeout_s=3600, quotas=Quotas()):
         self.store = store
+        self.quotas = quotas
         self.storage = storage
         self.queue_url = config.check_queue_url(queue_url)
         self.job_timeout_s = float(job_timeout_s)
@@ -118,16 +119,19 @@ class FarmScheduler:
         self.ledger.close()
 
     # requests -------------------------------------------------------------------------------
-    def submit(self, request_data):
+    def submit(self, request_data, owner=None):
+        """As Scheduler.submit: invalid input is FAILED at once, quotas raise QueueFull."""
         job_id = new_job_id()
         try:
-            parse_request(request_data, allow_path=False)
+            request = parse_request(request_data, allow_path=False)
+            check_image_decodes(request)
         except Gen3DError as exc:
             exc.stage = "queued"
             self.store.create_failed(job_id, exc.to_dict()["error"])
             return job_id
-        self.store.create(job_id, request_data)
-        with self._cond:
+        with self._cond:                      # one submission at a time, as in Scheduler.submit
+            check_quotas(self.store, self.quotas, owner, len(request.image or ""))
+            self.store.create(job_id, request_data, owner=owner)
             self._cond.notify_all()           # the dispatcher sends it now
         return job_id
 
