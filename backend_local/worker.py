@@ -61,6 +61,7 @@ class Worker:
         self.current = None
         self.cond = threading.Condition()
         self.stopping = False
+        self.finishing = False                # shutdown with "finish": the running job completes first
 
     # reader side -------------------------------------------------------------------------------
     def handle(self, line):
@@ -79,6 +80,8 @@ class Worker:
             self.submit(message)
         elif op == "cancel":
             self.cancel(message.get("job_id"))
+        elif op == "shutdown" and message.get("finish"):
+            self.finish()
         elif op == "shutdown":
             self.stop()
         else:
@@ -125,6 +128,19 @@ class Worker:
             self.queue.clear()
             if self.current is not None:
                 self.current.cancel.set()
+            self.cond.notify_all()
+
+    def finish(self):
+        """Blender is closing: queued jobs are cancelled, the running one completes (its result lands
+        in its folder for the next session to import), then the worker exits. Blender's end of the
+        pipes goes away, so from here on nothing is written to them."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        with self.cond:
+            self.finishing = self.stopping = True
+            self.queue.clear()
             self.cond.notify_all()
 
     # runner side -------------------------------------------------------------------------------
@@ -182,6 +198,9 @@ def serve(device="auto", out_root=None, low_memory=None, stdin=None):
             worker.handle(line)
         if worker.stopping:
             break
+    if worker.finishing:
+        runner.join()             # the running job completes; nobody is left to hear about it
+        return 0
     worker.stop()                 # stdin closed (Blender exited) or shutdown: stop the running job
     runner.join(timeout=30)
     return 0

@@ -45,18 +45,24 @@ def start():
         handler.append(_after_undo)
     bpy.app.handlers.load_post.append(_after_load)
     bpy.app.handlers.save_pre.append(_before_save)
-    atexit.register(stop)
+    atexit.register(_blender_exits)
 
 
-def stop():
-    """Cancel jobs and stop the worker. Runs on unregister and (through atexit) when Blender exits."""
+def _blender_exits():
+    stop(finish_running=True)
+
+
+def stop(finish_running=False):
+    """Cancel jobs and stop the worker (the add-on is disabled). When Blender exits (atexit),
+    finish_running: the worker completes the job it holds and then exits, and the saved job list
+    offers the result when the file is opened again (_after_load)."""
     global manager, previews
-    atexit.unregister(stop)
+    atexit.unregister(_blender_exits)
     for handler, function in ((bpy.app.handlers.undo_post, _after_undo), (bpy.app.handlers.redo_post, _after_undo),
                               (bpy.app.handlers.load_post, _after_load), (bpy.app.handlers.save_pre, _before_save)):
         if function in handler:
             handler.remove(function)
-    for timer in (tick, _run_imports):
+    for timer in (tick, _run_imports, _watch_orphans):
         if bpy.app.timers.is_registered(timer):
             bpy.app.timers.unregister(timer)
     _imports.clear()
@@ -64,7 +70,7 @@ def stop():
     try:
         if running is not None:
             running.on_finished.clear()   # no imports while shutting down
-            running.shutdown()
+            running.shutdown(finish_running=finish_running)
     finally:
         if previews is not None:
             bpy.utils.previews.remove(previews)
@@ -179,21 +185,62 @@ def _before_save(*_args):
             sync_job(job, force=True)
 
 
-@bpy.app.handlers.persistent
-def _after_load(*_args):
-    """Rows saved while a job ran belong to a Blender session that is gone: say what became of them."""
+ORPHAN_POLL_S = 2.0
+BACKGROUND_MESSAGE = "finishing in the background (Blender was closed during the job)"
+
+
+def _orphan_state(item):
+    """What became of a row saved while its job ran in a Blender session that is gone:
+    COMPLETED (its result is there), RUNNING (its worker is still finishing it) or CANCELLED."""
+    import glob
     import os
+    folder = bpy.path.abspath(item.folder)
+    if os.path.isfile(os.path.join(folder, "meta.json")):
+        return "COMPLETED"
+    staging = os.path.join(os.path.dirname(folder), ".%s.partial-%s" % (os.path.basename(folder), item.job_id))
+    return "RUNNING" if glob.glob(glob.escape(staging)) else "CANCELLED"
+
+
+def _settle_orphans():
+    """Update rows of jobs that run on without a Blender session; True while any still runs."""
     known = manager.jobs if manager is not None else {}
+    running = False
     for scene in bpy.data.scenes:
         if not hasattr(scene, "gen3d"):
             continue
         for item in scene.gen3d.jobs:
-            if item.status in ACTIVE and item.job_id not in known:
-                if os.path.isfile(os.path.join(item.folder, "meta.json")):
-                    item.status, item.progress = "COMPLETED", 1.0
-                    item.message = "finished after Blender closed; use Re-import"
-                else:
-                    item.status, item.message = "CANCELLED", "interrupted: Blender closed before it finished"
+            if item.status not in ACTIVE or item.job_id in known:
+                continue
+            state = _orphan_state(item)
+            if state == "COMPLETED":
+                _set(item, status="COMPLETED", progress=1.0, message="finished after Blender closed: Import it")
+            elif state == "RUNNING":
+                _set(item, message=BACKGROUND_MESSAGE)
+                running = True
+            else:
+                _set(item, status="CANCELLED", message="interrupted: Blender closed before it finished")
+    return running
+
+
+def _watch_orphans():
+    if manager is None:
+        return None
+    try:
+        running = _settle_orphans()
+    except Exception:                 # a timer that raises is dropped silently
+        traceback.print_exc()
+        return None
+    if not running:
+        redraw()
+    return ORPHAN_POLL_S if running else None
+
+
+@bpy.app.handlers.persistent
+def _after_load(*_args):
+    """Rows saved while a job ran belong to a Blender session that is gone: say what became of them,
+    and keep watching the ones whose worker is still finishing them."""
+    if _settle_orphans() and not bpy.app.timers.is_registered(_watch_orphans):
+        bpy.app.timers.register(_watch_orphans, first_interval=ORPHAN_POLL_S, persistent=True)
     if manager is not None:
         for job in manager.jobs.values():
             if job.active:

@@ -448,6 +448,35 @@ def scenario_exit_with_job(config, report):
     job = list(session.manager.jobs.values())[-1]
     report["running"] = pump(session, lambda: job.stage in ("shape", "texture") or not job.active, config["timeout"])
     report["worker_pid"] = job.client.worker.pid
+    report["job_id"], report["job_dir"] = job.job_id, job.job_dir
+    if config.get("blend"):
+        bpy.ops.wm.save_as_mainfile(filepath=config["blend"])     # the artist saves, then quits
+        report["saved_blend"] = True
+        report["saved_progress"] = bpy.context.scene.gen3d.jobs[0].progress
+
+
+def scenario_reopen(config, report):
+    """Open a file saved while a job ran, after that Blender closed: the row says what became of the
+    job; Re-import brings the result in (textures packed when the preference says so)."""
+    module = install(config["kind"], config["zip"])
+    session = submodule(module, "session")
+    configure(module, config)
+    bpy.ops.wm.open_mainfile(filepath=config["blend"])
+    report["after_load"] = job_items(bpy.context.scene)
+    report["watching"] = bpy.app.timers.is_registered(session._watch_orphans)
+    deadline = time.monotonic() + config["timeout"]
+    while session._settle_orphans() and time.monotonic() < deadline:   # the timer's work, by hand
+        time.sleep(0.2)
+    report["settled"] = job_items(bpy.context.scene)
+    item = bpy.context.scene.gen3d.jobs[0]
+    result, error = run_operator(bpy.ops.gen3d.import_result, job_id=item.job_id)
+    report["import"] = {"result": result, "error": error}
+    obj = bpy.context.view_layer.objects.active
+    if error is None and obj is not None:
+        report["object"] = describe_object(obj)
+        report["packed"] = sorted(node.image.packed_file is not None for node in obj.data.materials[0].node_tree.nodes
+                                  if node.bl_idname == "ShaderNodeTexImage")
+    report["items"] = job_items(bpy.context.scene)
 
 
 def scenario_install_persist(config, report):
@@ -517,6 +546,14 @@ def main():
     with open(report_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2, default=str)
     sys.stdout.flush()
+    if report.get("saved_blend"):
+        # The bpy 4.5 module deadlocks in its C exit handlers after saving a .blend (its delayed-close
+        # thread): run Python's atexit handlers, the add-on's exit path among them, then leave.
+        import atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 
