@@ -515,6 +515,11 @@ def scenario_sources(config, report):
 def scenario_inspect_blend(config, report):
     """Open a .blend (written by batch.py) and describe the Gen3D objects in it."""
     bpy.ops.wm.open_mainfile(filepath=config["blend"])
+    report["all_objects"] = sorted(obj.name for obj in bpy.data.objects)
+    # The add-on is not enabled here: read its job list as the ID properties the .blend stores.
+    jobs = (bpy.context.scene.get("gen3d") or {}).get("jobs") or []
+    report["jobs"] = [{key: job.get(key) for key in ("job_id", "name", "status", "folder", "object_name")}
+                      for job in jobs]
     report["objects"] = {}
     for obj in bpy.data.objects:
         if "gen3d_folder" not in obj:
