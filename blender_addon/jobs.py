@@ -218,8 +218,8 @@ class JobManager:
             if kind == "completed":
                 job.status, job.progress, job.message = COMPLETED, 1.0, "done"
             elif kind == "cancelled":
-                job.status, job.message = CANCELLED, "cancelled"
                 job.stage = data.get("stage") or job.stage
+                job.status, job.message = CANCELLED, "during %s" % job.stage
             else:
                 job.status, job.error = FAILED, data["error"]
                 job.message = job.error.get("message") or "failed"

@@ -247,10 +247,16 @@ def _after_load(*_args):
                 sync_job(job)
 
 
-def show_message(scene, text, error=False):
-    scene.gen3d.message = text
-    scene.gen3d.message_is_error = error
+def show_message(scene, text, error=False, source=""):
+    """The panel's message box; `source` says what it is about so it can be cleared when that goes
+    away ("generate", "import", "job:<id>"; see props.GEN3D_PG_scene.message_source)."""
+    _set(scene.gen3d, message=text, message_is_error=error, message_source=source)
     redraw()
+
+
+def clear_message(scene, source):
+    if scene.gen3d.message and scene.gen3d.message_source == source:
+        _set(scene.gen3d, message="", message_source="")
 
 
 # finishing -----------------------------------------------------------------------------------------
@@ -264,10 +270,10 @@ def _job_finished(job):
     if job.status == FAILED:
         text = "Gen3D: %s failed: %s" % (job.name, job.message)
         print(text, file=sys.stderr)
-        show_message(scene, text, error=True)
+        show_message(scene, text, error=True, source="job:" + job.job_id)
         report(text, "ERROR")
     else:
-        show_message(scene, "Gen3D: %s cancelled." % job.name)
+        show_message(scene, "Gen3D: %s cancelled." % job.name, source="job:" + job.job_id)
 
 
 def _run_imports():

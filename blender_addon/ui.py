@@ -8,7 +8,10 @@ import bpy
 from . import engine_status, session
 from .contract import request as contract_request
 from .prefs import backend_settings, get_prefs
-from .props import STATUS_ICONS
+from .props import JOB_STATUSES, STATUS_ICONS
+from .quality import engine_label, uses_sampler
+
+STATUS_NAMES = {identifier: name for identifier, name, _desc, _icon, _n in JOB_STATUSES}
 
 WRAP_CHARS = 48
 
@@ -57,6 +60,7 @@ def draw_engine_status(layout, context, name):
         engine_status.status.refresh(settings)
         session.redraw_until(lambda: not engine_status.status.checking(settings))
     available, text = engine_status.status.describe(settings, name)
+    text = text.replace(name, engine_label(name), 1) if text.startswith(name + " ") else text
     icon = {True: "CHECKMARK", False: "ERROR", None: "TIME"}[available]
     lines = textwrap.wrap(text, WRAP_CHARS) or [""]
     column = layout.column(align=True)
@@ -68,6 +72,24 @@ def draw_engine_status(layout, context, name):
             row.operator("gen3d.check_engines", text="", icon="FILE_REFRESH", emboss=False)
         else:
             row.label(text=line)
+
+
+def draw_lines(layout, text, limit=4):
+    """Text wrapped to the sidebar's width, so nothing is cut off at its edge."""
+    column = layout.column(align=True)
+    for line in (textwrap.wrap(text or "", WRAP_CHARS) or [])[:limit]:
+        row = column.row()
+        row.scale_y = 0.7
+        row.label(text=line)
+
+
+def job_summary(item):
+    """'Done: cone', 'Cancelled during shape', 'Failed: <why>' - without saying the status twice."""
+    status = STATUS_NAMES.get(item.status, item.status.capitalize())
+    detail = item.object_name or live_state(item)[2] or item.stage
+    if not detail or detail.lower() == status.lower():
+        return status
+    return "%s %s" % (status, detail) if detail.startswith("during ") else "%s: %s" % (status, detail)
 
 
 def draw_message(layout, text, error):
@@ -118,9 +140,10 @@ class GEN3D_PT_main(bpy.types.Panel):
                 row = box.row()
                 row.label(text=item.name, icon=STATUS_ICONS[item.status])
                 row.operator("gen3d.cancel", text="", icon="CANCEL").job_id = item.job_id
-                stage, progress, _message = live_state(item)
+                stage, progress, message = live_state(item)
                 stage = "queued" if item.status == "QUEUED" else (stage or "starting")
                 draw_progress(box, progress, "%s %d%%" % (stage, round(progress * 100)))
+                draw_lines(box, message)         # e.g. the remote endpoint cannot be reached, retrying
         if props.message:
             draw_message(layout, props.message, props.message_is_error)
 
@@ -156,8 +179,11 @@ class GEN3D_PT_advanced(bpy.types.Panel):
         sub.enabled = props.texture
         sub.prop(props, "texture_size")
         layout.prop(props, "octree_resolution")
-        layout.prop(props, "num_inference_steps")
-        layout.prop(props, "guidance_scale")
+        painter = props.texture_engine if props.texture_engine in contract_request.TEXTURE_ENGINES else (
+            props.engine if props.engine in contract_request.TEXTURE_ENGINES else "builtin")
+        if uses_sampler(props.engine) or (props.texture and uses_sampler(painter)):
+            layout.prop(props, "num_inference_steps")      # the built-in engine has no sampler to steer
+            layout.prop(props, "guidance_scale")
         layout.prop(props, "seed")
 
 
@@ -188,12 +214,14 @@ class GEN3D_PT_jobs(bpy.types.Panel):
         if 0 <= props.job_index < len(props.jobs):
             item = props.jobs[props.job_index]
             col = layout.column(align=True)
-            col.label(text="%s: %s" % (item.status.capitalize(), item.object_name or item.message or item.stage))
+            for line in textwrap.wrap(job_summary(item), WRAP_CHARS)[:6]:
+                col.label(text=line)
             row = layout.row(align=True)
             if item.status in ("QUEUED", "RUNNING"):
                 row.operator("gen3d.cancel", icon="CANCEL").job_id = item.job_id
-            else:
-                row.operator("gen3d.import_result", text="Re-import", icon="IMPORT").job_id = item.job_id
+            elif item.status == "COMPLETED":               # failed and cancelled jobs have nothing to import
+                text = "Re-import" if item.object_name else "Import"
+                row.operator("gen3d.import_result", text=text, icon="IMPORT").job_id = item.job_id
             row.operator("gen3d.open_folder", text="", icon="FILE_FOLDER").job_id = item.job_id
             row.operator("gen3d.remove_job", text="", icon="X").job_id = item.job_id
         layout.operator("gen3d.import_result", text="Import Result Folder...", icon="FILEBROWSER")

@@ -14,6 +14,12 @@ SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini")
 # Engines that can paint a texture; any of them can texture any shape engine's mesh.
 TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
 
+# What people see the engines called (menus, docs); the wire uses the ids.
+ENGINE_LABELS = {"builtin": "Built-in", "hunyuan3d-2.1": "Hunyuan3D 2.1", "hunyuan3d-2": "Hunyuan3D 2",
+                 "hunyuan3d-2mini": "Hunyuan3D 2 mini"}
+# Engines without a diffusion sampler: they ignore num_inference_steps and guidance_scale.
+SAMPLERLESS_ENGINES = ("builtin",)
+
 IMAGE_FIELDS = ("image", "image_url", "image_path")
 # A base64 payload larger than this cannot be a sane input image (64 MP are caught after decoding).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -27,6 +33,9 @@ _NUMERIC = {
     "face_count": (int, 40000, 1000, 200000),
     "texture_size": (int, 1024, 256, 4096),
 }
+
+# name: (default, low, high), for user interfaces that need the ranges up front
+RANGES = {name: spec[1:] for name, spec in _NUMERIC.items()}
 
 
 @dataclass(frozen=True)

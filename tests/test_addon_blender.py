@@ -243,3 +243,27 @@ def test_a_job_running_when_blender_closes_is_finished_and_offered_next_time(zip
     assert reopened["import"]["error"] is None and reopened["object"]["name"] == "sphere"
     assert reopened["packed"] == [True] * 5
     assert reopened["items"][0]["object_name"] == "sphere"
+
+
+def test_sidebar_polish(zips, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bin").mkdir()
+    config = harness.base_config("extension", zips[0], tmp_path, image=harness.copy_image("sphere", tmp_path),
+                                 missing_image=str(tmp_path / "nope.png"), folder=str(tmp_path / "folder"),
+                                 empty_path=str(tmp_path / "bin"))
+    report, _ = harness.run_driver("polish", config, tmp_path)
+    assert report["fast_faces"] == 10000
+    assert report["preset_after_edit"] == "CUSTOM"                     # no preset stays highlighted
+    assert report["balanced"] == ["BALANCED", 40000, "1024"]
+    assert "does not exist" in report["message_before"] and report["message_after_new_image"] == ""
+    assert all(report["hidden"].values()), report["hidden"]
+    assert report["engine_names"]["builtin"] == "Built-in" and report["engine_names"]["hunyuan3d-2.1"] == "Hunyuan3D 2.1"
+    steps = {"num_inference_steps", "guidance_scale"}
+    assert not steps & set(report["advanced_props"]["builtin"])
+    assert steps <= set(report["advanced_props"]["hunyuan3d-2.1"])
+    # Re-import is offered for finished jobs only (the other import button is "Import Result Folder...").
+    assert report["import_offers"] == {"COMPLETED": 2, "FAILED": 1, "CANCELLED": 1}
+    assert report["summaries"] == {"COMPLETED": "Done: cone", "FAILED": "Failed: No object was found",
+                                   "CANCELLED": "Cancelled during shape"}
+    opened = report["open_folder"]
+    assert opened["result"] == ["CANCELLED"] and "xdg-open" in opened["error"] and str(tmp_path / "folder") in opened["message"]

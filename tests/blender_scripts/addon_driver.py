@@ -512,6 +512,65 @@ def scenario_sources(config, report):
     report["images_after"] = sorted(image.name for image in bpy.data.images)
 
 
+def scenario_polish(config, report):
+    """The sidebar's small behaviours: presets, stale messages, redo panel, engine names, what the
+    job list offers per status, Steps/Guidance only for engines with a sampler, Open Folder."""
+    module = install(config["kind"], config["zip"])
+    configure(module, config)
+    props = bpy.context.scene.gen3d
+    ui = submodule(module, "ui")
+    props.preset = "FAST"
+    report["fast_faces"] = props.face_count
+    props.face_count = 12345
+    report["preset_after_edit"] = props.preset
+    props.preset = "BALANCED"
+    report["balanced"] = [props.preset, props.face_count, props.texture_size]
+
+    props.source, props.filepath = "FILE", config["missing_image"]
+    run_operator(bpy.ops.gen3d.generate)
+    report["message_before"] = props.message
+    props.filepath = config["image"]
+    report["message_after_new_image"] = props.message
+
+    hidden = {}
+    for op, names in ((bpy.ops.gen3d.import_result, ("filepath", "job_id")), (bpy.ops.gen3d.generate, ("filepath",))):
+        properties = op.get_rna_type().properties
+        hidden.update({"%s.%s" % (op.idname_py(), name): properties[name].is_hidden and properties[name].is_skip_save
+                       for name in names})
+    report["hidden"] = hidden
+    report["engine_names"] = {item.identifier: item.name
+                              for item in props.bl_rna.properties["engine"].enum_items}
+
+    panel_props = {}
+    for engine in ("builtin", "hunyuan3d-2.1"):
+        props.engine = engine
+        log = []
+        bpy.types.GEN3D_PT_advanced.draw(LayoutHolder(log), bpy.context)
+        panel_props[engine] = sorted(entry[1] for entry in log if entry[0] == "prop")
+    props.engine = "builtin"
+    report["advanced_props"] = panel_props
+
+    offers, summaries = {}, {}
+    for status, message in (("COMPLETED", ""), ("FAILED", "No object was found"), ("CANCELLED", "during shape")):
+        props.jobs.clear()
+        item = props.jobs.add()
+        item.job_id, item.name, item.status, item.message = "c" * 16, "cone", status, message
+        item.folder = config["folder"]
+        if status == "COMPLETED":
+            item.object_name = "cone"
+        props.job_index = 0
+        log = []
+        bpy.types.GEN3D_PT_jobs.draw(LayoutHolder(log), bpy.context)
+        offers[status] = sum(1 for entry in log if entry[:2] == ["operator", "gen3d.import_result"])
+        summaries[status] = ui.job_summary(item)
+    report["import_offers"], report["summaries"] = offers, summaries
+
+    os.environ["PATH"] = config["empty_path"]           # no xdg-open to be found
+    result, error = run_operator(bpy.ops.gen3d.open_folder, job_id="c" * 16)
+    report["open_folder"] = {"result": result, "error": error, "message": props.message}
+    props.jobs.clear()
+
+
 def scenario_inspect_blend(config, report):
     """Open a .blend (written by batch.py) and describe the Gen3D objects in it."""
     bpy.ops.wm.open_mainfile(filepath=config["blend"])
