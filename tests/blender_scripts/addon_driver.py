@@ -223,8 +223,9 @@ def draw_everything(module):
     finished.job_id, finished.name, finished.status, finished.object_name = "b" * 16, "cone", "COMPLETED", "cone"
     props.message, props.message_is_error = "Gen3D: a long error message " * 8 + "\nsecond line", True
     panels = [getattr(bpy.types, name) for name in ("GEN3D_PT_main", "GEN3D_PT_advanced", "GEN3D_PT_jobs")]
-    for source, job_index in (("FILE", 0), ("IMAGE", 1)):
+    for source, job_index, engine in (("FILE", 0, "builtin"), ("IMAGE", 1, "hunyuan3d-2.1")):
         props.source, props.image, props.filepath, props.job_index = source, image, "//missing.png", job_index
+        props.engine = engine             # a model engine shows Steps and Guidance, the built-in one does not
         for panel in panels:
             panel.draw(LayoutHolder(log), bpy.context)
     ui_list = bpy.types.GEN3D_UL_jobs
@@ -235,6 +236,7 @@ def draw_everything(module):
         prefs.backend = backend
         type(prefs).draw(PrefsHolder(prefs, log), bpy.context)
     prefs.backend = "LOCAL"
+    props.engine = "builtin"
     props.jobs.clear()
     props.message = ""
     bpy.data.images.remove(image)
