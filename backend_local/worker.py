@@ -1,13 +1,15 @@
 """The stdio worker the Blender add-on spawns (`python -m backend_local serve`).
 
 Protocol (newline-delimited JSON, DESIGN.md "Local backend"):
-  in:  {"op": "submit", "job_id", "request", "out_dir"?} {"op": "cancel", "job_id"} {"op": "ping"} {"op": "shutdown"}
+  in:  {"op": "submit", "job_id", "request", "out_dir"?} {"op": "cancel", "job_id"} {"op": "ping"} {"op": "shutdown", "finish"?}
   out: {"event": "ready"|"accepted"|"progress"|"completed"|"failed"|"cancelled"|"pong", ...}
 
 Only protocol lines reach the real stdout: file descriptor 1 is re-pointed at stderr at start-up, so
 prints from any library (Python or C) land in the log, not in the protocol stream. Jobs run one at a
 time on a runner thread while the reader thread keeps answering ping and cancel. The worker exits
-when stdin closes, so it never outlives Blender.
+when stdin closes, cancelling its job, so it never outlives a Blender that crashed. When Blender
+closes normally the add-on first sends shutdown with "finish": true: queued jobs are dropped, the
+running one completes into its folder (the next Blender session imports it), then the worker exits.
 
 `out_dir` on submit is our addition to DESIGN.md's message: the add-on decides where results go
 (its output folder) so they survive the worker; without it, results go to OUT_ROOT/<job_id>.
