@@ -6,9 +6,9 @@ call on events and comes back every TICK_INTERVAL_S while anything is active; im
 own one-shot timer so a tick stays short.
 
 Blender must not stall while a job runs. Writing a scene property from Python tags the scene for the
-depsgraph and sends a window-wide redraw, 3D viewport included, so the job list in the scene is
-written only when a job's status changes (and before the file is saved); the sidebar reads live
-progress from the Job objects, and only the sidebar is redrawn, at most REDRAW_INTERVAL_S apart
+depsgraph and sends a window-wide redraw, 3D viewport included, so a job's row in the scene is
+written when the job is queued and when it ends (and before the file is saved); the sidebar reads
+a running job's status and progress from the Job objects, and only the sidebar is redrawn, at most REDRAW_INTERVAL_S apart
 and only when what it shows changed.
 """
 
@@ -144,8 +144,8 @@ def sync_job(job, force=False):
         return
     item = find_item(scene, job.job_id)
     status = _row_status(job)
-    if item is not None and item.status == status and not force and job.active:
-        return
+    if item is not None and job.active and not force:
+        return                           # the sidebar reads a running job live (row_status)
     if item is None:
         item = scene.gen3d.jobs.add()
         item.job_id, item.name, item.folder = job.job_id, job.name, job.job_dir
@@ -154,6 +154,12 @@ def sync_job(job, force=False):
     imported = job.data.get("object_name")
     _set(item, status=status, stage=job.stage, progress=job.progress,
          message=job.data.get("import_error") or job.message, object_name=imported or "")
+
+
+def row_status(item):
+    """A row's status as the sidebar shows it: the live job's while it runs, else the saved one."""
+    job = live_job(item.job_id)
+    return _row_status(job) if job is not None else item.status
 
 
 def _row_status(job):

@@ -85,7 +85,8 @@ def draw_lines(layout, text, limit=4):
 
 def job_summary(item):
     """'Done: cone', 'Cancelled during shape', 'Failed: <why>' - without saying the status twice."""
-    status = STATUS_NAMES.get(item.status, item.status.capitalize())
+    status = session.row_status(item)
+    status = STATUS_NAMES.get(status, status.capitalize())
     detail = item.object_name or live_state(item)[2] or item.stage
     if not detail or detail.lower() == status.lower():
         return status
@@ -135,13 +136,14 @@ class GEN3D_PT_main(bpy.types.Panel):
         row.operator("gen3d.generate", icon="MESH_MONKEY")
 
         for item in props.jobs:
-            if item.status in ("QUEUED", "RUNNING"):
+            status = session.row_status(item)
+            if status in ("QUEUED", "RUNNING"):
                 box = layout.box()
                 row = box.row()
-                row.label(text=item.name, icon=STATUS_ICONS[item.status])
+                row.label(text=item.name, icon=STATUS_ICONS[status])
                 row.operator("gen3d.cancel", text="", icon="CANCEL").job_id = item.job_id
                 stage, progress, message = live_state(item)
-                stage = "queued" if item.status == "QUEUED" else (stage or "starting")
+                stage = "queued" if status == "QUEUED" else (stage or "starting")
                 draw_progress(box, progress, "%s %d%%" % (stage, round(progress * 100)))
                 draw_lines(box, message)         # e.g. the remote endpoint cannot be reached, retrying
         if props.message:
@@ -192,8 +194,9 @@ class GEN3D_UL_jobs(bpy.types.UIList):
 
     def draw_item(self, _context, layout, _data, item, _icon, _active_data, _active_prop, _index=0, _flt_flag=0):
         row = layout.row(align=True)
-        row.label(text=item.name, icon=STATUS_ICONS.get(item.status, "QUESTION"))
-        if item.status in ("QUEUED", "RUNNING"):
+        status = session.row_status(item)
+        row.label(text=item.name, icon=STATUS_ICONS.get(status, "QUESTION"))
+        if status in ("QUEUED", "RUNNING"):
             row.label(text="%d%%" % round(live_state(item)[1] * 100))
         else:
             row.label(text=item.created)
@@ -217,9 +220,10 @@ class GEN3D_PT_jobs(bpy.types.Panel):
             for line in textwrap.wrap(job_summary(item), WRAP_CHARS)[:6]:
                 col.label(text=line)
             row = layout.row(align=True)
-            if item.status in ("QUEUED", "RUNNING"):
+            status = session.row_status(item)
+            if status in ("QUEUED", "RUNNING"):
                 row.operator("gen3d.cancel", icon="CANCEL").job_id = item.job_id
-            elif item.status == "COMPLETED":               # failed and cancelled jobs have nothing to import
+            elif status == "COMPLETED":               # failed and cancelled jobs have nothing to import
                 text = "Re-import" if item.object_name else "Import"
                 row.operator("gen3d.import_result", text=text, icon="IMPORT").job_id = item.job_id
             row.operator("gen3d.open_folder", text="", icon="FILE_FOLDER").job_id = item.job_id
