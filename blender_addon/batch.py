@@ -3,8 +3,11 @@
     blender -b [scene.blend] -P blender_addon/batch.py -- IMAGES... --out DIR [--backend local|remote]
         [--engine E] [--save-blend FILE] [--python PY] [--backend-dir DIR] [--device auto|cpu|cuda] ...
 
-Each image becomes <DIR>/<image name>/ (the job folder) and an object in a grid; DIR/summary.json
-lists what happened to each image. The exit code is 0 when every image was generated and imported,
+Each image becomes <DIR>/<image name>/ (the job folder) and an object standing on the ground (z = 0),
+the objects in a row along X that do not overlap; DIR/summary.json lists what happened to each image,
+and the saved .blend's Gen3D job list holds the batch's jobs (Re-import, Open Folder work there). The
+startup scene's default Cube, Camera and Light are removed unless --keep-scene (a .blend given on
+the command line is always kept). The exit code is 0 when every image was generated and imported,
 1 otherwise (2 for bad arguments). Background Blender has no timer loop, so this script pumps the
 add-on's job queue itself.
 
@@ -18,7 +21,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -56,7 +58,10 @@ def parse_args(argv):
     parser.add_argument("--no-texture", action="store_true")
     parser.add_argument("--no-remove-background", action="store_true")
     parser.add_argument("--target-size", type=float, default=None, help="largest side of each object (default 1)")
-    parser.add_argument("--spacing", type=float, default=None, help="grid spacing (default 1.5 x target size)")
+    parser.add_argument("--spacing", type=float, default=None,
+                        help="gap between neighbours in the row (default 0.25 x target size)")
+    parser.add_argument("--keep-scene", action="store_true",
+                        help="keep the startup scene's default objects (Cube, Camera, Light)")
     parser.add_argument("--ao-into-base-color", action="store_true")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     return parser.parse_args(argv)
@@ -91,9 +96,14 @@ def request_fields(args):
     return fields
 
 
-def grid_location(index, count, spacing):
-    columns = max(1, math.ceil(math.sqrt(count)))
-    return (index % columns) * spacing, -(index // columns) * spacing, 0.0
+def clear_startup_scene(bpy):
+    """Remove the startup file's objects (and the data only they used), so the batch starts empty."""
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for collection in (bpy.data.meshes, bpy.data.cameras, bpy.data.lights, bpy.data.materials):
+        for block in list(collection):
+            if block.users == 0:
+                collection.remove(block)
 
 
 class Batch:
@@ -106,6 +116,9 @@ class Batch:
         self.args = args
         self.contract, self.jobs, self.importer, self.images = sub("contract"), sub("jobs"), sub("importer"), \
             sub("images")
+        if not hasattr(bpy.types.Scene, "gen3d"):   # from the source tree: register, for the saved job list
+            addon.register()
+        self.session = sub("session")
         settings_module, prefs_module = sub("settings"), (sub("prefs") if installed else None)
         prefs = prefs_module.get_prefs() if installed else None
         base = prefs_module.backend_settings(prefs) if installed else settings_module.BackendSettings()
@@ -122,9 +135,11 @@ class Batch:
         self.import_options = settings_module.ImportSettings(
             place_at_cursor=False, target_size=target,
             ao_into_base_color=args.ao_into_base_color or base_import.ao_into_base_color)
-        self.spacing = args.spacing if args.spacing is not None else 1.5 * (target or 2.0)
+        self.gap = args.spacing if args.spacing is not None else 0.25 * (target or 2.0)
+        self._next_x = 0.0                # where the row's next object starts
         self.manager = self.jobs.JobManager()
         self.manager.on_change.append(self._show_progress)
+        self.manager.on_change.append(self.session.sync_job)      # the scene's job list, saved with the file
         self.manager.on_finished.append(self._finished)
         self.addon = {"module": addon.__name__, "path": os.path.dirname(os.path.abspath(addon.__file__)),
                       "installed": installed}
@@ -171,18 +186,28 @@ class Batch:
         if job.status == self.jobs.FAILED:
             row["error"] = job.error
         elif job.status == self.jobs.COMPLETED:
-            index = self.rows.index(row)
             try:
                 obj = self.importer.import_result(self.bpy.context, job.job_dir, name=job.name,
-                                                  options=self.import_options,
-                                                  location=grid_location(index, len(self.rows), self.spacing))
-                row["object"] = obj.name
+                                                  options=self.import_options, location=(0.0, 0.0, 0.0))
+                self._line_up(obj)
+                row["object"] = job.data["object_name"] = obj.name
             except self.contract.Gen3DError as exc:
                 row["status"], row["error"] = "FAILED", exc.to_dict()["error"]
+                job.data["import_error"] = "Import failed: %s" % exc.message
+        self.session.sync_job(job, force=True)
         print("gen3d batch: %s: %s%s" % (job.name, row["status"].lower(),
                                          (" - " + row["error"]["message"]) if row["error"] else ""), flush=True)
 
+    def _line_up(self, obj):
+        """Move obj (standing on the ground at the origin) to the row's next free place along X."""
+        low, high = self.importer.world_bounds(obj)
+        obj.location.x += self._next_x - low.x
+        self._next_x += (high.x - low.x) + self.gap
+        self.bpy.context.view_layer.update()
+
     def run(self):
+        if not self.args.keep_scene and not self.bpy.data.filepath:
+            clear_startup_scene(self.bpy)
         self.submit_all()
         try:
             finished = self.manager.wait(timeout=self.args.timeout)

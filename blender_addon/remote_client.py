@@ -558,8 +558,9 @@ class _RemoteJob:
                                  "%.0f s). Check the endpoint URL in %s and your network connection, then generate "
                                  "again." % (self.client.base_url, problem, self.client.network_patience,
                                              PREFERENCES_HINT), stage=self.stage, retryable=True)
-            self._report(self.stage, self.progress, "endpoint busy or unreachable (%s); retrying in %.0f s"
-                         % (problem, wait))
+            left = max(0.0, give_up - time.monotonic())
+            self._report(self.stage, self.progress, "Cannot reach %s (%s); retrying, giving up in %.0f s" % (
+                self._host(), problem, left))
             self._sleep(wait)
             backoff = min(backoff * 2, 8.0)
 

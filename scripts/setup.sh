@@ -56,14 +56,16 @@ fi
 echo "installing gen3d[$EXTRAS]" >&2
 .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
 
-if [[ ",$EXTRAS," == *",blender,"* ]] && { ! command -v blender >/dev/null 2>&1 || ! dpkg -s python3-numpy >/dev/null 2>&1; }; then
+if [[ ",$EXTRAS," == *",blender,"* ]] && { ! command -v blender >/dev/null 2>&1 || ! dpkg -s python3-numpy >/dev/null 2>&1 \
+    || ! command -v xvfb-run >/dev/null 2>&1 || ! command -v xauth >/dev/null 2>&1; }; then
   # Blender tests also run the real `blender -b` binary (Debian's package).
   if [ "$(id -u)" = "0" ]; then
     echo "installing Debian's blender package" >&2
-    # python3-numpy: Blender 3.4's glTF importer needs numpy and Debian's blender does not pull it in
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender python3-numpy >/dev/null
+    # python3-numpy: Blender 3.4's glTF importer needs numpy and Debian's blender does not pull it in;
+    # xvfb, xauth: the window test runs that Blender in a virtual display (xvfb-run)
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender python3-numpy xvfb xauth >/dev/null
   else
-    echo "error: the Blender tests need a 'blender' binary with numpy; install them (sudo apt-get install blender python3-numpy)" >&2
+    echo "error: the Blender tests need a 'blender' binary with numpy and xvfb-run; install them (sudo apt-get install blender python3-numpy xvfb xauth)" >&2
     exit 1
   fi
 fi
@@ -88,4 +90,19 @@ if [[ ",$EXTRAS," == *",remote,"* ]] && ! command -v redis-server >/dev/null 2>&
   # Farm mode's tests start a real redis-server (Debian's package); a deployment uses its own Redis.
   echo "installing Debian's redis-server package" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+
+if [[ ",$EXTRAS," == *",blender,"* ]] && ! .venv313/bin/python -c "import bpy" >/dev/null 2>&1; then
+  # The add-on is also tested in Blender 5.2 LTS, whose bpy wheel needs Python 3.13 (pyenv has one).
+  PY313="$(command -v python3.13 || true)"
+  if [ -z "$PY313" ] && command -v pyenv >/dev/null 2>&1; then
+    PY313="$(PYENV_VERSION="$(pyenv versions --bare | grep -E '^3\.13' | tail -1)" pyenv which python3.13 2>/dev/null || true)"
+  fi
+  if [ -n "$PY313" ]; then
+    echo "installing bpy 5.2 into .venv313" >&2
+    "$PY313" -m venv .venv313
+    .venv313/bin/python -m pip install --quiet "bpy==5.2.*"
+  else
+    echo "warning: no Python 3.13 found (pyenv install 3.13); the Blender 5.2 add-on tests cannot run" >&2
+  fi
 fi

@@ -15,6 +15,12 @@ SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini")
 # Engines that can paint a texture; any of them can texture any shape engine's mesh.
 TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
 
+# What people see the engines called (menus, docs); the wire uses the ids.
+ENGINE_LABELS = {"builtin": "Built-in", "hunyuan3d-2.1": "Hunyuan3D 2.1", "hunyuan3d-2": "Hunyuan3D 2",
+                 "hunyuan3d-2mini": "Hunyuan3D 2 mini"}
+# Engines without a diffusion sampler: they ignore num_inference_steps and guidance_scale.
+SAMPLERLESS_ENGINES = ("builtin",)
+
 IMAGE_FIELDS = ("image", "image_url", "image_path")
 # Quality presets: each engine picks its model variant and step count for them (null = balanced); a
 # preset also fills the fields below when the request leaves them out.
@@ -48,6 +54,9 @@ NUMERIC_FIELDS = {
 }
 # name: (type, default, low, high), the older view of the same table
 _NUMERIC = {name: tuple(field[:4]) for name, field in NUMERIC_FIELDS.items()}
+
+# name: (default, low, high), for user interfaces that need the ranges up front
+RANGES = {name: spec[1:] for name, spec in _NUMERIC.items()}
 
 
 @dataclass(frozen=True)
