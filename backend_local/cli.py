@@ -23,6 +23,11 @@ def _positive_int(text):
     return int(text)
 
 
+def _format_list(text):
+    """'glb,obj' -> ["glb", "obj"]; the names are checked by parse_request (INVALID_INPUT, exit 2)."""
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m backend_local", description="Gen3D local backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +46,9 @@ def build_parser():
                      help="diffusion steps (default: the engine's own, e.g. 50, or 5 for a turbo model)")
     gen.add_argument("--guidance-scale", type=float)
     gen.add_argument("--seed", type=_positive_int)
+    gen.add_argument("--format", dest="formats", type=_format_list, metavar="LIST",
+                     help="mesh files to write, comma-separated: glb (always), obj (+ mtl), ply; usdz comes from "
+                          "the Blender add-on's batch")
     gen.add_argument("--no-texture", action="store_true")
     gen.add_argument("--no-remove-background", action="store_true")
     gen.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -62,7 +70,7 @@ def build_parser():
 def _request_fields(args, image):
     fields = {"image_path": os.path.abspath(image), "engine": args.engine}
     for name in ("preset", "texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
-                 "guidance_scale", "seed"):
+                 "guidance_scale", "seed", "formats"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -122,8 +130,9 @@ def cmd_generate(args):
             failed += 1
             continue
         t = manifest["timings"]
-        print("%s -> %s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
-              % (image, os.path.join(out, "mesh.glb"), manifest["mesh"]["faces"], t["total"], t["preprocess"],
+        also = [file for fmt, file in manifest["mesh"]["formats"].items() if fmt != "glb"]
+        print("%s -> %s%s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
+              % (image, os.path.join(out, "mesh.glb"), " + " + ", ".join(also) if also else "", manifest["mesh"]["faces"], t["total"], t["preprocess"],
                  t["shape"], t["texture"], t["export"], manifest["peak_memory_mb"]), flush=True)
     return EXIT_FAILED if failed else 0
 
