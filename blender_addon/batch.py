@@ -1,10 +1,13 @@
 """Headless batch: generate and import several images without the UI.
 
     blender -b [scene.blend] -P blender_addon/batch.py -- IMAGES... --out DIR [--backend local|remote]
-        [--engine E] [--save-blend FILE] [--python PY] [--backend-dir DIR] [--device auto|cpu|cuda] ...
+        [--engine E] [--save-blend FILE] [--python PY] [--backend-dir DIR] [--device auto|cpu|cuda]
+        [--format glb,obj,ply,usdz] ...
 
 Each image becomes <DIR>/<image name>/ (the job folder) and an object in a grid; DIR/summary.json
-lists what happened to each image. The exit code is 0 when every image was generated and imported,
+lists what happened to each image and the mesh files of each result. --format: the backend writes
+obj (+ mtl) and ply next to the GLB; usdz is this Blender's USD exporter run on the imported object
+(its material as UsdPreviewSurface, the textures packed in), written to <job folder>/mesh.usdz. The exit code is 0 when every image was generated and imported,
 1 otherwise (2 for bad arguments). Background Blender has no timer loop, so this script pumps the
 add-on's job queue itself.
 
@@ -26,6 +29,11 @@ import traceback
 
 ADDON_NAME = "gen3d"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+USDZ_FILE = "mesh.usdz"
+
+
+class UsageError(Exception):
+    """A bad command line found once the add-on (and so the contract) is loaded: exit EXIT_USAGE."""
 
 
 def script_args():
@@ -58,6 +66,8 @@ def parse_args(argv):
     parser.add_argument("--target-size", type=float, default=None, help="largest side of each object (default 1)")
     parser.add_argument("--spacing", type=float, default=None, help="grid spacing (default 1.5 x target size)")
     parser.add_argument("--ao-into-base-color", action="store_true")
+    parser.add_argument("--format", default="glb", metavar="LIST",
+                        help="mesh files per result, comma-separated: glb (always), obj, ply, usdz")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     return parser.parse_args(argv)
 
@@ -89,6 +99,49 @@ def request_fields(args):
     if args.no_remove_background:
         fields["remove_background"] = False
     return fields
+
+
+def usd_exporter_available(bpy):
+    """Debian's Blender 3.4 and other builds without USD have no wm.usd_export operator."""
+    try:
+        bpy.ops.wm.usd_export.get_rna_type()
+    except (AttributeError, KeyError):
+        return False
+    return True
+
+
+def export_usdz(bpy, obj, path):
+    """Write `obj` alone to a .usdz with Blender's USD exporter: its material as UsdPreviewSurface with
+    the textures packed into the archive, Y up (USD's and AR viewers' usual axis), base on the origin."""
+    known = bpy.ops.wm.usd_export.get_rna_type().properties.keys()
+    options = dict(filepath=path, selected_objects_only=True, export_materials=True, generate_preview_surface=True,
+                   export_uvmaps=True, export_normals=True, export_animation=False)
+    # Options whose names changed across 3.x-4.5: pass the ones this Blender has.
+    optional = {"convert_orientation": True, "export_global_up_selection": "Y",
+                "export_global_forward_selection": "NEGATIVE_Z", "export_lights": False, "export_cameras": False}
+    if "export_textures_mode" in known:
+        optional["export_textures_mode"] = "NEW"
+    else:
+        optional["export_textures"] = True
+    options.update({key: value for key, value in optional.items() if key in known})
+    view_layer = bpy.context.view_layer
+    selected, active, location = list(bpy.context.selected_objects), view_layer.objects.active, obj.location.copy()
+    try:
+        for other in selected:
+            other.select_set(False)
+        obj.select_set(True)
+        view_layer.objects.active = obj
+        obj.location = (0.0, 0.0, 0.0)      # each file on its own origin, not at its place in the grid
+        result = bpy.ops.wm.usd_export(**options)
+    finally:
+        obj.location = location
+        obj.select_set(False)
+        for other in selected:
+            other.select_set(True)
+        view_layer.objects.active = active
+    if "FINISHED" not in result or not os.path.isfile(path):
+        raise RuntimeError("Blender's USD exporter did not write %s" % path)
+    return path
 
 
 def grid_location(index, count, spacing):
@@ -123,6 +176,7 @@ class Batch:
             place_at_cursor=False, target_size=target,
             ao_into_base_color=args.ao_into_base_color or base_import.ao_into_base_color)
         self.spacing = args.spacing if args.spacing is not None else 1.5 * (target or 2.0)
+        self.formats = self._check_formats(args.format)
         self.manager = self.jobs.JobManager()
         self.manager.on_change.append(self._show_progress)
         self.manager.on_finished.append(self._finished)
@@ -132,15 +186,31 @@ class Batch:
         self._row_of_job = {}
         self._last_line = {}
 
+    def _check_formats(self, text):
+        names = [name.strip().lower() for name in text.split(",") if name.strip()]
+        request = self.contract.request
+        known = request.MESH_FORMATS + request.ADDON_FORMATS
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UsageError("--format: %r is not a format; choose among %s" % (unknown[0], ", ".join(known)))
+        if "usdz" in names and not usd_exporter_available(self.bpy):
+            raise UsageError("--format usdz needs Blender's USD exporter, which this Blender (%s) lacks (Debian's "
+                             "package is built without USD). Run the batch with Blender 4.2 or later from "
+                             "blender.org." % self.bpy.app.version_string)
+        return names
+
     def _row(self, image):
         row = {"image": image, "name": None, "status": "FAILED", "job_dir": None, "object": None, "error": None,
-               "seconds": 0.0}
+               "seconds": 0.0, "files": {}}
         self.rows.append(row)
         return row
 
     def submit_all(self):
         used = set()
         request = request_fields(self.args)
+        backend_formats = [name for name in self.formats if name in self.contract.request.MESH_FORMATS]
+        if set(backend_formats) - {"glb"}:
+            request["formats"] = backend_formats
         for image in self.args.images:
             row = self._row(os.path.abspath(image))
             try:
@@ -177,10 +247,25 @@ class Batch:
                                                   options=self.import_options,
                                                   location=grid_location(index, len(self.rows), self.spacing))
                 row["object"] = obj.name
+                self._record_files(row, job.job_dir, obj)
             except self.contract.Gen3DError as exc:
                 row["status"], row["error"] = "FAILED", exc.to_dict()["error"]
         print("gen3d batch: %s: %s%s" % (job.name, row["status"].lower(),
                                          (" - " + row["error"]["message"]) if row["error"] else ""), flush=True)
+
+    def _record_files(self, row, job_dir, obj):
+        """row["files"]: {format: path} of the result's mesh files, the usdz exported here when asked for."""
+        manifest = self.contract.manifest.read_manifest(job_dir)
+        formats = manifest["mesh"].get("formats") or {"glb": manifest["mesh"]["file"]}
+        row["files"] = {name: os.path.join(job_dir, file) for name, file in formats.items()}
+        if "usdz" in self.formats:
+            try:
+                row["files"]["usdz"] = export_usdz(self.bpy, obj, os.path.join(job_dir, USDZ_FILE))
+            except (RuntimeError, OSError) as exc:
+                errors = self.contract.errors
+                raise self.contract.Gen3DError(errors.INTERNAL, "The USDZ export of %s failed (%s). The GLB in %s "
+                                               "is fine; export it from Blender by hand (File > Export > Universal "
+                                               "Scene Description)." % (obj.name, exc, job_dir), retryable=False)
 
     def run(self):
         self.submit_all()
@@ -219,6 +304,9 @@ def main(argv=None):
     started = time.time()
     try:
         code = Batch(args, *load_addon()).run()
+    except UsageError as exc:
+        print("gen3d batch: %s" % exc, file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except Exception:                     # Blender would print this and still exit 0
         traceback.print_exc()
         return EXIT_FAILED
