@@ -218,7 +218,7 @@ def test_blender_imports_obj_with_its_maps_linked_and_ply_with_colours(textured,
                       "Normal": "normal.png"}
     assert material["linked"]["Normal"]["via"] == ["NORMAL_MAP"]
     assert all(info["size"] == [256, 256] for info in material["linked"].values())
-    # Blender's OBJ importer turns Y up into Z up: the GLB's (x, y, z) is Blender's (x, -z, y).
+    # Blender's OBJ importer turns Y up into Z up: the GLB's (x, y, z) is Blender's world (x, -z, y).
     co = np.asarray(obj["co"]).reshape(-1, 3)
     np.testing.assert_allclose(co, glb["vertices"][:, [0, 2, 1]] * [1, -1, 1], atol=1e-6)
 

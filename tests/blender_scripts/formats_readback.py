@@ -56,8 +56,8 @@ def describe_material(material):
 
 def describe_mesh(obj):
     mesh = obj.data
-    co = [0.0] * (len(mesh.vertices) * 3)
-    mesh.vertices.foreach_get("co", co)
+    world = obj.matrix_world                # importers put their axis conversion here or in the mesh
+    co = [value for vertex in mesh.vertices for value in (world @ vertex.co)]
     report = {"name": obj.name, "vertices": len(mesh.vertices), "faces": len(mesh.polygons),
               "dimensions": list(obj.dimensions), "uv_maps": mesh.uv_layers.keys(), "co": co,
               "materials": [describe_material(m) for m in mesh.materials if m and m.use_nodes],
