@@ -88,6 +88,7 @@ class JobRequest:
         for key in IMAGE_FIELDS + ("api_version",):
             data.pop(key)
         data["texture_engine"] = self.effective_texture_engine
+        data["formats"] = list(self.formats)      # as meta.json holds it (JSON has no tuples)
         return data
 
     def with_changes(self, **changes):

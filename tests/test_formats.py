@@ -103,7 +103,7 @@ def test_formats_default_to_glb_and_are_normalised():
     assert request.formats == ("glb", "obj", "ply")                       # glb always, fixed order
     assert request.with_changes(seed=7).formats == ("glb", "obj", "ply")
     assert json.loads(json.dumps(request.to_dict()))["formats"] == ["glb", "obj", "ply"]
-    assert request.effective_params()["formats"] == ("glb", "obj", "ply")
+    assert request.effective_params()["formats"] == ["glb", "obj", "ply"]
 
 
 @pytest.mark.parametrize("value, words", [
