@@ -5,8 +5,9 @@ in the same upright frame (glTF axes: Y up, front +Z, base on y = 0). Blender's 
 that frame by default (up Y, forward -Z); for PLY, set its importer's Up to Y and Forward to -Z.
 
 - OBJ (trimesh's writer) with an MTL that names the result's PNG maps, using the PBR extension
-  to MTL that Blender's OBJ importer and exporter speak: map_Kd albedo, map_Pr roughness,
-  map_Pm metallic, norm (and map_Bump, which older readers take) normal. AO has no MTL keyword.
+  to MTL: map_Kd albedo, map_Pr roughness, map_Pm metallic, norm normal. The normal map is also
+  given as map_Bump because Blender's OBJ importer (4.5) reads normal maps only from there (and its
+  exporter writes them there); AO has no MTL keyword.
 - PLY (trimesh's writer, binary) with vertex colours: the albedo sampled at each vertex's UV,
   bilinearly, as a glTF viewer samples the texture there; the UVs go along as s, t.
 """
