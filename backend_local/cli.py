@@ -130,9 +130,9 @@ def cmd_generate(args):
             failed += 1
             continue
         t = manifest["timings"]
-        also = [file for fmt, file in manifest["mesh"]["formats"].items() if fmt != "glb"]
+        also = "".join(" + " + file for fmt, file in manifest["mesh"]["formats"].items() if fmt != "glb")
         print("%s -> %s%s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
-              % (image, os.path.join(out, "mesh.glb"), " + " + ", ".join(also) if also else "", manifest["mesh"]["faces"], t["total"], t["preprocess"],
+              % (image, os.path.join(out, "mesh.glb"), also, manifest["mesh"]["faces"], t["total"], t["preprocess"],
                  t["shape"], t["texture"], t["export"], manifest["peak_memory_mb"]), flush=True)
     return EXIT_FAILED if failed else 0
 

@@ -7,9 +7,9 @@
 Each image becomes <DIR>/<image name>/ (the job folder) and an object in a grid; DIR/summary.json
 lists what happened to each image and the mesh files of each result. --format: the backend writes
 obj (+ mtl) and ply next to the GLB; usdz is this Blender's USD exporter run on the imported object
-(its material as UsdPreviewSurface, the textures packed in), written to <job folder>/mesh.usdz. The exit code is 0 when every image was generated and imported,
-1 otherwise (2 for bad arguments). Background Blender has no timer loop, so this script pumps the
-add-on's job queue itself.
+(its material as UsdPreviewSurface, the textures packed in), written to <job folder>/mesh.usdz.
+The exit code is 0 when every image was generated and imported, 1 otherwise (2 for bad arguments).
+Background Blender has no timer loop, so this script pumps the add-on's job queue itself.
 
 The add-on is the installed one when it is enabled in the preferences, else the package this file
 sits in (the source tree's blender_addon/ or an unpacked add-on folder). Jobs on the local backend

@@ -83,7 +83,7 @@ def textured(tmp_path_factory):
     proc = run_cli("generate", data("torus", "input.png"), "--out", str(out), "--format", "glb,obj,ply",
                    "--device", "cpu", "--quiet", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mesh.obj, mesh.ply" in proc.stdout
+    assert "mesh.glb + mesh.obj + mesh.ply  (" in proc.stdout
     return str(out)
 
 
