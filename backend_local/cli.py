@@ -100,8 +100,6 @@ def _result_names(images):
 
 
 def cmd_generate(args):
-    from .pipeline import Pipeline
-
     requests = []
     for image in args.images:
         try:
@@ -109,6 +107,8 @@ def cmd_generate(args):
         except Gen3DError as exc:
             _fail(exc, image)
             return EXIT_FAILED
+    from .pipeline import Pipeline   # torch loads only once the requests are known to be valid
+
     try:
         pipeline = Pipeline(args.device, low_memory=args.low_memory or None)
     except Gen3DError as exc:

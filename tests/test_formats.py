@@ -243,7 +243,7 @@ def test_runpod_worker_uploads_and_lists_the_extra_files(moto_s3, pipeline, monk
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GEN3D_WORK_DIR", str(tmp_path))
     monkeypatch.setattr(handler, "_storage", None)
-    result = handler.run_job({"id": "formats-1", "input": sphere_request(formats=["obj", "ply"])},
+    result = handler.run_job({"id": "formats-1", "input": sphere_request(formats=["obj", "ply"], face_count=2000, texture_size=256)},
                              lambda job, event: None, pipeline=pipeline)
     assert "error" not in result, result
     assert {"mesh.obj", "mesh.mtl", "mesh.ply"} <= set(result["files"])
