@@ -51,6 +51,11 @@ def _number_help(name):
     return "%s (default %s; %s)" % (spec.help, spec.default, spec.describe_range())
 
 
+def _format_list(text):
+    """'glb,obj' -> ["glb", "obj"]; the names are checked by parse_request (INVALID_INPUT, exit 2)."""
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m backend_local", description="Gen3D local backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +72,9 @@ def build_parser():
     gen.add_argument("--preset", choices=PRESETS, help="quality preset: the engine's model variant and step count")
     for option, name in NUMBER_OPTIONS.items():
         gen.add_argument(option, dest=name, type=_number(name), metavar="N", help=_number_help(name))
+    gen.add_argument("--format", dest="formats", type=_format_list, metavar="LIST",
+                     help="mesh files to write, comma-separated: glb (always), obj (+ mtl), ply; usdz comes from "
+                          "the Blender add-on's batch")
     gen.add_argument("--no-texture", action="store_true", help="untextured mesh only")
     gen.add_argument("--no-remove-background", action="store_true",
                      help="keep the image's background (default: remove it; a real alpha channel always wins)")
@@ -90,7 +98,7 @@ def build_parser():
 def _request_fields(args, image):
     fields = {"image_path": os.path.abspath(image), "engine": args.engine}
     for name in ("preset", "texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
-                 "guidance_scale", "seed"):
+                 "guidance_scale", "seed", "formats"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -207,8 +215,9 @@ def _generate(args, requests, interrupts):
             failed += 1
             continue
         t = manifest["timings"]
-        print("%s -> %s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
-              % (image, os.path.join(out, "mesh.glb"), manifest["mesh"]["faces"], t["total"], t["preprocess"],
+        also = "".join(" + " + file for fmt, file in manifest["mesh"]["formats"].items() if fmt != "glb")
+        print("%s -> %s%s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
+              % (image, os.path.join(out, "mesh.glb"), also, manifest["mesh"]["faces"], t["total"], t["preprocess"],
                  t["shape"], t["texture"], t["export"], manifest["peak_memory_mb"]), flush=True)
     return EXIT_FAILED if failed else 0
 

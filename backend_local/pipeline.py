@@ -23,7 +23,7 @@ from shared.manifest import INPUT_FILE, MESH_FILE, META_FILE, build_manifest, ma
 from shared.progress import ProgressTracker
 
 from . import device as devices
-from . import export, foreground, imageio, upright
+from . import export, export_formats, foreground, imageio, upright
 from .engines.base import SHAPE, TEXTURE, JobContext
 from .engines.registry import EngineRegistry
 from . import offload
@@ -232,8 +232,12 @@ class Pipeline:
         else:
             vertices, _ = upright.to_upright(shape.vertices, None, elevation)
             faces = shape.faces
-            export.write_glb(os.path.join(staging, MESH_FILE), vertices, faces,
-                             smooth_vertex_normals(vertices, faces), name=name)
+            normals = smooth_vertex_normals(vertices, faces)
+            export.write_glb(os.path.join(staging, MESH_FILE), vertices, faces, normals, name=name)
+        # OBJ / PLY when asked for: the GLB's very arrays, in the same upright frame.
+        export_formats.write_formats(staging, job.request.formats, vertices, faces, normals,
+                                     textured.uvs if textured is not None else None,
+                                     textured.maps["albedo"] if textured is not None else None, name=name)
         report("export", 0.9, "manifest")
         timings["export"] = time.perf_counter() - t0
         timings["upload"] = 0.0

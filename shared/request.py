@@ -22,6 +22,11 @@ ENGINE_LABELS = {"builtin": "Built-in", "hunyuan3d-2.1": "Hunyuan3D 2.1", "hunyu
 SAMPLERLESS_ENGINES = ("builtin",)
 
 IMAGE_FIELDS = ("image", "image_url", "image_path")
+# Mesh files a job can write. Every result has the GLB (the add-on imports it, meta.json's mesh.file
+# names it); obj and ply are extra copies of the same mesh. usdz needs Blender's USD exporter, so
+# only the add-on's batch writes it (bpy stays out of the backends).
+MESH_FORMATS = ("glb", "obj", "ply")
+ADDON_FORMATS = ("usdz",)
 # Quality presets: each engine picks its model variant and step count for them (null = balanced); a
 # preset also fills the fields below when the request leaves them out.
 PRESETS = ("fast", "balanced", "high")
@@ -78,6 +83,7 @@ class JobRequest:
     guidance_scale: float = NUMERIC_FIELDS["guidance_scale"].default
     face_count: int = NUMERIC_FIELDS["face_count"].default
     texture_size: int = NUMERIC_FIELDS["texture_size"].default
+    formats: tuple = ("glb",)
 
     @property
     def effective_texture_engine(self):
@@ -106,6 +112,7 @@ class JobRequest:
         for key in IMAGE_FIELDS + ("api_version",):
             data.pop(key)
         data["texture_engine"] = self.effective_texture_engine
+        data["formats"] = list(self.formats)      # as meta.json holds it (JSON has no tuples)
         return data
 
     def with_changes(self, **changes):
@@ -185,6 +192,22 @@ def _check_image_source(data, allow_path):
     return {key: value}
 
 
+def _check_formats(value):
+    """A list of format names -> a tuple in MESH_FORMATS order, glb always first."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise invalid("formats", "must be a list of format names such as [\"glb\", \"obj\"], got %r" % (value,))
+    for name in value:
+        if name in ADDON_FORMATS:
+            raise invalid("formats", "cannot hold %r here: Blender's USD exporter writes it, so only the "
+                          "add-on does, not the backend. Run `blender -b -P blender_addon/batch.py -- IMAGE --out "
+                          "DIR --format usdz`, or import the GLB in Blender and use File > Export > Universal "
+                          "Scene Description" % name)
+        if not isinstance(name, str) or name not in MESH_FORMATS:
+            raise invalid("formats", "must name formats among %s (usdz through the add-on), got %r"
+                          % (", ".join(MESH_FORMATS), name))
+    return tuple(name for name in MESH_FORMATS if name == "glb" or name in value)
+
+
 def parse_request(data, allow_path=True):
     """Validate a wire request (a dict) and fill in defaults. Raises Gen3DError(INVALID_INPUT)."""
     if not isinstance(data, dict):
@@ -211,6 +234,7 @@ def parse_request(data, allow_path=True):
     for name, spec in _NUMERIC.items():
         value = data.get(name, preset_fields.get(name, spec[1]))
         values[name] = None if value is None and name in NULLABLE else check_number(name, value)
+    values["formats"] = _check_formats(data.get("formats", ["glb"]))
     size = values["texture_size"]
     if size & (size - 1):
         raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)
