@@ -142,9 +142,20 @@ def decode_chunks(spare_gb, bytes_per_query, low=8000, high=200000):
 # Measuring the real budget
 
 
+def _indexed(device, torch):
+    """torch.device("cuda") -> the current CUDA device's index (the memory queries want an index)."""
+    if getattr(device, "type", device) == "cuda" and getattr(device, "index", None) is None:
+        try:
+            return torch.cuda.current_device()
+        except (RuntimeError, AssertionError, AttributeError):
+            return device
+    return device
+
+
 def memory_cap_bytes(device, torch_module=None):
     """The per-process cap set with set_per_process_memory_fraction, in bytes, or None."""
     torch = torch_module or __import__("torch")
+    device = _indexed(device, torch)
     getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
     if getter is None:
         return None
@@ -153,7 +164,7 @@ def memory_cap_bytes(device, torch_module=None):
         if fraction >= 1.0:
             return None
         return int(fraction * torch.cuda.mem_get_info(device)[1])
-    except (RuntimeError, AssertionError):      # no CUDA context to ask
+    except (RuntimeError, AssertionError, ValueError):      # no CUDA context to ask
         return None
 
 
@@ -161,6 +172,7 @@ def usable_bytes(device, torch_module=None):
     """GPU memory this process can still use: driver-free plus torch's reusable cached blocks, within the
     per-process cap."""
     torch = torch_module or __import__("torch")
+    device = _indexed(device, torch)
     free, _total = torch.cuda.mem_get_info(device)
     try:
         reserved = torch.cuda.memory_reserved(device)

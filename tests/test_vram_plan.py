@@ -11,10 +11,10 @@ import torch
 from backend_local import offload, vram_plan as vp
 from backend_local.engines import hunyuan_memory
 
-# Hunyuan3D-2.1 as its engine declares it: shape 7.4 GB of weights (DiT 6.1) + 3 GB working memory,
-# paint 7.5 GB (UNet 4.0) + 8 GB.
-SHAPE = vp.StageNeed("hunyuan3d-2.1/shape", 7.4, 6.1, 3.0)
-PAINT = vp.StageNeed("hunyuan3d-2.1/texture", 7.5, 4.0, 8.0)
+# Hunyuan3D-2.1 as measured at full size: shape 6.9 GB of weights (DiT 6.1) + 2.5 GB working memory,
+# paint 6.6 GB (UNet 3.9) + 6.5 GB.
+SHAPE = vp.StageNeed("hunyuan3d-2.1/shape", 6.9, 6.1, 2.5)
+PAINT = vp.StageNeed("hunyuan3d-2.1/texture", 6.6, 3.9, 6.5)
 HOST_GB = 64
 
 
@@ -29,30 +29,41 @@ def test_80_gb_keeps_both_models_resident_and_the_second_job_loads_nothing():
     assert [source for *_rest, source in steps] == ["disk", "disk", "gpu", "gpu"]
 
 
-def test_24_gb_moves_the_shape_model_to_host_ram_while_painting_and_back_next_job():
+def test_24_gb_keeps_both_measured_models_and_the_second_job_loads_nothing():
     steps = plans(24)
     assert [run for _k, run, _m, _s in steps] == [vp.RESIDENT] * 4
-    assert steps[1][2] == {SHAPE.key: vp.TO_HOST}        # 10.4 + 15.5 GB do not fit in 24
-    assert steps[2][2] == {PAINT.key: vp.KEEP}           # 17.9 GB fit: the painter stays for job 2
-    assert steps[3][2] == {SHAPE.key: vp.TO_HOST}
+    assert steps[1][2] == {SHAPE.key: vp.KEEP}           # 9.4 + 13.1 GB fit in 24 (93 %)
+    assert steps[2][2] == {PAINT.key: vp.KEEP}
+    assert [source for *_rest, source in steps] == ["disk", "disk", "gpu", "gpu"]
+
+
+def test_24_gb_with_a_larger_painter_moves_the_shape_model_to_host_ram_and_back():
+    big = vp.StageNeed(PAINT.key, 7.5, 4.0, 8.0)
+    steps = [(key, plan.run, dict(plan.moves), source) for key, plan, source in vp.plan_jobs([SHAPE, big], 24, HOST_GB)]
+    assert steps[1][2] == {SHAPE.key: vp.TO_HOST}        # 9.4 + 15.5 GB do not fit
     assert [source for *_rest, source in steps] == ["disk", "disk", "host", "gpu"]
 
 
-def test_16_gb_paints_with_model_offload():
+def test_16_gb_paints_resident_with_the_shape_model_in_host_ram():
     steps = plans(16)
-    assert [run for _k, run, _m, _s in steps] == [vp.RESIDENT, vp.MODEL_OFFLOAD] * 2
+    assert [run for _k, run, _m, _s in steps] == [vp.RESIDENT] * 4
     assert steps[1][2] == {SHAPE.key: vp.TO_HOST}
     assert "disk" not in [source for *_rest, source in steps[2:]]
 
 
-def test_12_gb_paints_with_sequential_offload_and_still_reads_nothing_from_disk_twice():
+def test_12_gb_paints_with_model_offload_and_reads_nothing_from_disk_twice():
     steps = plans(12)
-    assert [run for _k, run, _m, _s in steps] == [vp.RESIDENT, vp.SEQUENTIAL_OFFLOAD] * 2
+    assert [run for _k, run, _m, _s in steps] == [vp.RESIDENT, vp.MODEL_OFFLOAD] * 2
     assert [source for *_rest, source in steps] == ["disk", "disk", "host", "host"]
 
 
+def test_8_gb_falls_back_to_sequential_offload():
+    steps = plans(8)
+    assert steps[1][1] == vp.SEQUENTIAL_OFFLOAD
+
+
 def test_small_host_ram_drops_instead_of_keeping():
-    steps = plans(24, host_gb=10)        # 10 GB of host RAM minus the reserve cannot hold the 7.4 GB shape model
+    steps = plans(16, host_gb=10)        # 10 GB of host RAM minus the reserve cannot hold the 6.9 GB shape model
     assert steps[1][2] == {SHAPE.key: vp.DROP}
     assert steps[2][3] == "disk"
 
@@ -152,6 +163,6 @@ def test_engine_menu_says_how_each_card_runs_hunyuan21():
 
     engine = Hunyuan21Engine({})
     summary = vp.card_summary([engine.stage_need(stage) for stage in ("shape", "texture")])
-    assert summary["80"] == "shape resident, texture resident"
-    assert summary["24"].endswith("shape waits in host RAM")
-    assert "texture model offload" in summary["16"] and "texture sequential offload" in summary["12"]
+    assert summary["80"] == summary["24"] == "shape resident, texture resident"
+    assert summary["16"].endswith("waits in host RAM")
+    assert "texture model offload" in summary["12"]

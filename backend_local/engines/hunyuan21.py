@@ -42,8 +42,10 @@ class Hunyuan21Engine(hc.HunyuanEngine):
     name = "hunyuan3d-2.1"
     capabilities = frozenset({base.SHAPE, base.TEXTURE})
     vram_gb = {base.SHAPE: 10.0, base.TEXTURE: 21.0}
-    # (weights, largest component, working memory) in GB for the planner before a stage is loaded
-    stage_sizes = {base.SHAPE: (7.4, 6.1, 3.0), base.TEXTURE: (7.5, 4.0, 8.0)}
+    # (weights, largest component, working memory) in GB for the planner before a stage is loaded, as measured
+    # at full size on the H200 (bench/results/hunyuan_fullsize_h200.jsonl); the shape's working memory is
+    # what decoding needs at the smallest num_chunks (the decode batch grows with the memory left)
+    stage_sizes = {base.SHAPE: (6.9, 6.1, 2.5), base.TEXTURE: (6.6, 3.9, 6.5)}
     remover_module = "hy3dshape.rembg"
 
     # -- where things are

@@ -140,6 +140,11 @@ class StageMemory:
         current = self._run_modes.get(stage, vram_plan.RESIDENT)
         if mode == current or stage not in self._models or mode == vram_plan.RESIDENT:
             return
+        if stage == "texture" and mode == vram_plan.SEQUENTIAL_OFFLOAD:
+            # the painters seed with torch.Generator(device=pipeline.device), which is "meta" under diffusers'
+            # sequential offload (seen at full size on the H200 with a 12 GB cap): model offload is the least
+            # they can run with
+            mode = vram_plan.MODEL_OFFLOAD
         apply_offload(self._models[stage], mode, device)
         self._run_modes[stage] = mode
         log("%s/%s runs with %s" % (self.name, stage, mode))
