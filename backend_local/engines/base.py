@@ -9,6 +9,7 @@ from shared.errors import CANCELLED, Gen3DError
 
 SHAPE = "shape"
 TEXTURE = "texture"
+TEXTURE_EXISTING = "texture_existing"   # paints a given mesh, keeping its vertices, faces and UVs
 
 
 @dataclass

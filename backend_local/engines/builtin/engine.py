@@ -60,7 +60,7 @@ def estimated_elevation(field):
 
 class BuiltinEngine(base.Engine):
     name = "builtin"
-    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 0.5, base.TEXTURE: 1.0}
 
     def generate_shape(self, job):
