@@ -175,22 +175,26 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
     return torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
 
 
-def bake_textures(job, vertices, faces, view, size, detail_normals=None):
-    """Returns a TextureResult-like dict: vertices, faces, uvs, normals and the five uint8 maps."""
+def bake_textures(job, vertices, faces, view, size, detail_normals=None, uv_layout=None, vertex_normals=None):
+    """Returns a TextureResult-like dict: vertices, faces, uvs, normals and the five uint8 maps.
+
+    uv_layout: (vertex_map, faces, uvs) to bake into instead of a new unwrap (a given mesh's own UVs);
+    vertex_normals: the mesh's own (the tangent space of the normal map is built on them)."""
     device = job.device
-    vertex_normals = smooth_vertex_normals(vertices, faces)
+    if vertex_normals is None:
+        vertex_normals = smooth_vertex_normals(vertices, faces)
     # The UV unwrap (xatlas and numpy, GIL mostly released) runs beside the work that needs only the
     # mesh and the image: reading the input view and voxelizing for AO.
     pool = ThreadPoolExecutor(max_workers=1)
     try:
-        unwrapping = pool.submit(unwrap, vertices, faces, size)
+        unwrapping = pool.submit(unwrap, vertices, faces, size) if uv_layout is None else None
         side = _ImageSide(job, view, vertices, faces, vertex_normals, detail_normals)
         job.progress("texture", 0.15, "read the image")
         occupancy = ao.occupancy(vertices, faces, device)
-        vertex_map, uv_faces, uvs = unwrapping.result()
+        vertex_map, uv_faces, uvs = unwrapping.result() if unwrapping is not None else uv_layout
     finally:
         pool.shutdown(wait=False)   # a cancelled job does not wait for the unwrap it no longer needs
-    job.progress("texture", 0.3, "unwrapped UVs")
+    job.progress("texture", 0.3, "unwrapped UVs" if uv_layout is None else "the mesh's own UVs")
 
     positions = torch.as_tensor(vertices[vertex_map], dtype=torch.float32, device=device)
     normals_v = torch.as_tensor(vertex_normals[vertex_map], dtype=torch.float32, device=device)

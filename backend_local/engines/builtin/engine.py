@@ -92,5 +92,6 @@ class BuiltinEngine(base.Engine):
     def generate_texture(self, job, shape):
         view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
         detail = shape.detail if callable(shape.detail) else None
-        baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail)
+        baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail,
+                              uv_layout=shape.uv_layout, vertex_normals=shape.normals)
         return base.TextureResult(baked["vertices"], baked["faces"], baked["uvs"], baked["maps"], baked["normals"])
