@@ -130,6 +130,9 @@ class _ImageSide:
         self.zbuf, view_normals, covered = view_buffers(view, vertices, faces, vertex_normals, self.size, device,
                                                         detail_normals)
         gain, _explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
+        # The gain is capped per pixel so the brightest channel reaches at most 1: clamping channels one
+        # by one would shift hues (a de-lit saturated blue turning cyan) instead of only losing brightness.
+        gain = torch.minimum(gain, 1.0 / rgb.amax(dim=0).clamp(min=1e-6))
         self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
         estimates = materials.estimate(rgb, mask)
         self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
