@@ -188,7 +188,8 @@ def test_engines_json_lists_every_hunyuan_engine_and_why_not(isolated, monkeypat
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["builtin"]["available"] is True
-    for name, capabilities in (("hunyuan3d-2.1", ["shape", "texture"]), ("hunyuan3d-2", ["shape", "texture"]),
+    for name, capabilities in (("hunyuan3d-2.1", ["shape", "texture", "texture_existing"]),
+                               ("hunyuan3d-2", ["shape", "texture", "texture_existing"]),
                                ("hunyuan3d-2mini", ["shape"])):
         assert rows[name]["capabilities"] == capabilities and rows[name]["available"] is False
         assert rows[name]["vram_gb"]["shape"] > 0 and rows[name]["reason"]
