@@ -210,7 +210,13 @@ def test_overlapping_and_out_of_range_uvs_are_detected():
     problems = given_mesh.uv_problems(np.array([[[0.1, 0.1], [1.5, 0.1], [0.1, 0.9]]]))
     assert problems["out_of_range"] == pytest.approx(1 / 3, abs=1e-3) and given_mesh.needs_new_uvs(problems)
     clean = given_mesh.uv_problems(np.array([[[0, 0], [0.5, 0], [0, 0.5]], [[0.5, 0.5], [1, 0.5], [0.5, 1]]]))
-    assert clean == {"out_of_range": 0.0, "overlap": 0.0} and not given_mesh.needs_new_uvs(clean)
+    assert clean == {"out_of_range": 0.0, "overlap": 0.0, "degenerate": 0.0} and not given_mesh.needs_new_uvs(clean)
+    # UVs that collapse most of the surface onto a line cannot hold a texture
+    positions = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[1, 0, 0], [1, 1, 0], [0, 1, 0]]], float)
+    collapsed = np.array([[[0, 0], [1, 0], [0, 1]], [[0.2, 0.2], [0.4, 0.4], [0.6, 0.6]]])
+    problems = given_mesh.uv_problems(collapsed, positions)
+    assert problems["degenerate"] == pytest.approx(0.5) and given_mesh.needs_new_uvs(problems)
+    assert given_mesh.uv_problems(collapsed[:1], positions[:1])["degenerate"] == 0.0
 
 
 # -- real jobs ------------------------------------------------------------------------------------
@@ -238,7 +244,8 @@ def test_glb_with_uvs_comes_back_exactly(pipeline, tmp_path):
     assert np.array_equal(got_faces, split_faces)
     assert np.array_equal(got_uvs, uvs.astype(np.float32)) and second is None
     assert manifest["mesh"]["given"] == {"format": "glb", "vertices": len(split_vertices), "faces": len(split_faces),
-                                         "uvs": "given", "uv_problems": {"out_of_range": 0.0, "overlap": 0.0},
+                                         "uvs": "given",
+                                         "uv_problems": {"out_of_range": 0.0, "overlap": 0.0, "degenerate": 0.0},
                                          "added_seam_vertices": 0, "original_uvs": None}
 
 
@@ -303,7 +310,7 @@ def test_cli_textures_an_obj_without_uvs(tmp_path):
     path = str(tmp_path / "in.obj")
     write_obj(path, vertices, faces)
     out = str(tmp_path / "cli")
-    result = run_cli("generate", IMAGE, "--mesh", path, "--mesh-view", "-20,15", "--texture-size", "256",
+    result = run_cli("generate", IMAGE, "--mesh", path, "--mesh-view=-20,15", "--texture-size", "256",
                      "--out", out, "--quiet")
     assert result.returncode == 0, result.stderr
     assert_keeps(out, vertices, faces)

@@ -31,6 +31,11 @@ UV_RANGE_TOLERANCE = 1e-4
 # Share of the UV area covered twice or more above which the UVs count as overlapping: a projected
 # texture cannot go to two places of the surface through one texel.
 UV_OVERLAP_LIMIT = 0.01
+# A triangle given less than this share of its fair UV area (its share of the surface) is collapsed in
+# UV space: it would take one texel's colour. Above DEGENERATE_LIMIT of the surface collapsed, the UVs
+# cannot hold a painted texture (e.g. a material-only model's placeholder UVs) and a new map is made.
+COLLAPSED_SHARE = 0.01
+DEGENERATE_LIMIT = 0.05
 OVERLAP_GRID = 512
 
 _GLTF_COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
@@ -231,9 +236,10 @@ def _read_obj(data):
 
 # -- UV checks and the result's layout ------------------------------------------------------------
 
-def uv_problems(corner_uvs):
+def uv_problems(corner_uvs, corner_positions=None):
     """{"out_of_range": share of corners outside [0, 1], "overlap": share of the UV area covered more
-    than once}; the UVs need a new map when either is above its limit."""
+    than once, "degenerate": share of the surface whose triangles collapse in UV space (with
+    corner_positions)}; the UVs need a new map when any is above its limit."""
     import cv2
 
     outside = ((corner_uvs < -UV_RANGE_TOLERANCE) | (corner_uvs > 1 + UV_RANGE_TOLERANCE)).any(axis=2)
@@ -249,11 +255,20 @@ def uv_problems(corner_uvs):
     # below only catches real overlap (mirrored or stacked charts), not shared chart borders.
     covered = float(union.sum())
     overlap = max(0.0, 1.0 - covered / total) if total > OVERLAP_GRID else 0.0
-    return {"out_of_range": round(float(outside.mean()), 4), "overlap": round(overlap, 4)}
+    problems = {"out_of_range": round(float(outside.mean()), 4), "overlap": round(overlap, 4), "degenerate": 0.0}
+    if corner_positions is not None:
+        p = np.asarray(corner_positions, dtype=np.float64)
+        surface = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+        if surface.sum() > 0 and total > 0:
+            fair = surface / surface.sum()
+            collapsed = area / total < COLLAPSED_SHARE * fair
+            problems["degenerate"] = round(float(fair[collapsed].sum()), 4)
+    return problems
 
 
 def needs_new_uvs(problems):
-    return problems["out_of_range"] > 0 or problems["overlap"] > UV_OVERLAP_LIMIT
+    return (problems["out_of_range"] > 0 or problems["overlap"] > UV_OVERLAP_LIMIT
+            or problems.get("degenerate", 0.0) > DEGENERATE_LIMIT)
 
 
 def layout(vertex_count, faces, *corner_attributes):
@@ -322,7 +337,7 @@ def plan(mesh, mesh_view, texture_size):
         normals = mesh.normals @ np.linalg.inv(camera_matrix(mesh_view))
         length = np.linalg.norm(normals, axis=1, keepdims=True)
         camera_normals = normals / np.maximum(length, 1e-12) if (length > 1e-9).all() else None
-    problems = uv_problems(mesh.corner_uvs) if mesh.corner_uvs is not None else None
+    problems = uv_problems(mesh.corner_uvs, mesh.vertices[mesh.faces]) if mesh.corner_uvs is not None else None
     count, faces = len(mesh.vertices), mesh.faces
     if mesh.corner_uvs is not None and not needs_new_uvs(problems):
         source, uvs_kept = "given", None
