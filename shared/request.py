@@ -20,7 +20,7 @@ MESH_FIELDS = ("mesh", "mesh_url", "mesh_path")
 MESH_FORMATS = ("glb", "obj")
 # Engines that can paint a given mesh (capability texture_existing; tests check the engines agree).
 TEXTURE_EXISTING_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
-MAX_MESH_BYTES = 128 * 1024 * 1024
+MAX_MESH_BYTES = 64 * 1024 * 1024     # ~1M triangles as OBJ text
 MAX_MESH_FACES = 1000000
 MESH_VIEW_PROJECTIONS = ("ortho", "persp")
 # Quality presets: each engine picks its model variant and step count for them (null = balanced); a

@@ -318,3 +318,25 @@ def test_cli_textures_an_obj_without_uvs(tmp_path):
     assert meta["view"] == {"azimuth_deg": -20.0, "elevation_deg": 15.0} and meta["mesh"]["given"]["uvs"] == "new"
     bad = run_cli("generate", IMAGE, "--mesh", str(tmp_path / "missing.obj"), "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and json.loads(bad.stderr.strip().splitlines()[-1])["error"]["code"] == INVALID_INPUT
+
+
+def test_mesh_url_is_fetched_with_the_image_ssrf_rules():
+    from backend_local.pipeline import load_mesh_source
+
+    request = parse_request({"image_url": "https://example.com/a.png", "mesh_url": "http://127.0.0.1:9/a.glb"},
+                            allow_path=False)
+    with pytest.raises(Gen3DError) as caught:
+        load_mesh_source(request)
+    assert caught.value.code == INVALID_INPUT and "127.0.0.1" in caught.value.message
+
+
+def test_remote_wire_request_sends_the_mesh_inline(tmp_path):
+    from blender_addon.remote_client import wire_request
+
+    path = str(tmp_path / "m.obj")
+    open(path, "wb").write(b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    image = str(tmp_path / "i.png")
+    open(image, "wb").write(open(IMAGE, "rb").read())
+    wire = wire_request({"image_path": image, "mesh_path": path, "mesh_view": {"azimuth_deg": 10.0}})
+    assert "mesh_path" not in wire and base64.b64decode(wire["mesh"]) == open(path, "rb").read()
+    assert parse_request(wire, allow_path=False).mesh_view == {"azimuth_deg": 10.0, "elevation_deg": 0.0}
