@@ -13,6 +13,7 @@ vertex groups, shape keys and modifiers stay as they were. All of it in one undo
 import json
 import math
 import os
+import re
 import struct
 import sys
 import traceback
@@ -243,7 +244,8 @@ class GEN3D_OT_texture_selected(bpy.types.Operator):
                 path, name = images.file_source(props.filepath)
             else:
                 path, name = images.loaded_image_source(props.image, settings.output_dir)
-            folder = os.path.join(settings.output_dir or bpy.app.tempdir, "texture_inputs", obj.name)
+            safe = re.sub(r"[^\w.-]+", "_", obj.name) or "object"      # object names may hold / or :
+            folder = os.path.join(settings.output_dir or bpy.app.tempdir, "texture_inputs", safe)
             fields, uv_name = prepare(context, obj, folder)
             fields = dict(request_fields(props), texture=True, **fields)
             job = session.submit(context, obj.name, path, fields, settings, import_settings(prefs))
