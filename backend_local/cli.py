@@ -56,6 +56,14 @@ def _format_list(text):
     return [name.strip().lower() for name in text.split(",") if name.strip()]
 
 
+def _mesh_view(text):
+    try:
+        azimuth, elevation = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give the camera as AZIMUTH,ELEVATION in degrees, e.g. 30,10")
+    return {"azimuth_deg": azimuth, "elevation_deg": elevation}
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m backend_local", description="Gen3D local backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +83,11 @@ def build_parser():
     gen.add_argument("--format", dest="formats", type=_format_list, metavar="LIST",
                      help="mesh files to write, comma-separated: glb (always), obj (+ mtl), ply; usdz comes from "
                           "the Blender add-on's batch")
+    gen.add_argument("--mesh", metavar="MESH", help="texture this .glb or .obj mesh instead of generating a shape "
+                     "(its vertices, faces and UVs are kept)")
+    gen.add_argument("--mesh-view", metavar="AZIMUTH,ELEVATION", type=_mesh_view,
+                     help="with --mesh: where the camera stood, in degrees around and above the mesh's front "
+                          "(+Z); default: the front view, fitted")
     gen.add_argument("--no-texture", action="store_true", help="untextured mesh only")
     gen.add_argument("--no-remove-background", action="store_true",
                      help="keep the image's background (default: remove it; a real alpha channel always wins)")
@@ -102,6 +115,10 @@ def _request_fields(args, image):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    if args.mesh:
+        fields["mesh_path"] = os.path.abspath(args.mesh)
+    if args.mesh_view:
+        fields["mesh_view"] = args.mesh_view
     if args.no_texture:
         fields["texture"] = False
     if args.no_remove_background:

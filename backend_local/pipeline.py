@@ -18,21 +18,25 @@ import cv2
 import numpy as np
 import torch
 
-from shared.errors import CANCELLED, INTERNAL, INVALID_INPUT, OUT_OF_MEMORY, STORAGE, Gen3DError
+from shared.errors import CANCELLED, IMAGE_TOO_LARGE, INTERNAL, INVALID_INPUT, OUT_OF_MEMORY, STORAGE, Gen3DError
 from shared.manifest import INPUT_FILE, MESH_FILE, META_FILE, build_manifest, map_file, write_manifest
 from shared.progress import ProgressTracker
+from shared.request import MAX_MESH_BYTES, TEXTURE_EXISTING_ENGINES
 
 from . import device as devices
 from . import export, export_formats, foreground, imageio, upright
-from .engines.base import SHAPE, TEXTURE, JobContext
+from .engines.base import SHAPE, TEXTURE, TEXTURE_EXISTING, JobContext, ShapeResult
 from .engines.registry import EngineRegistry
 from . import offload
 from .memory import MemoryPlanner
 from .mesh_ops import mesh_summary, smooth_vertex_normals
+from .texturing import given_mesh, mesh_view
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 # A disk that cannot take the job's files: STORAGE, said without the folder's path.
 DISK_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
+# meta.json's frame for a given mesh: its own, untouched (not the upright frame generated shapes get).
+GIVEN_FRAME = "mesh"
 
 
 def new_job_id():
@@ -47,6 +51,22 @@ def load_source(request, cancel=None):
         return os.path.expanduser(request.image_path)
     from .fetch import fetch_image  # only jobs with image_url need the network
     return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
+
+
+def load_mesh_source(request, cancel=None):
+    """The bytes (or a path) of the request's mesh, downloaded with the image's SSRF limits."""
+    if request.mesh:
+        return request.mesh_bytes()
+    if request.mesh_path:
+        return os.path.expanduser(request.mesh_path)
+    from .fetch import fetch_image
+    try:
+        return fetch_image(request.mesh_url, max_bytes=MAX_MESH_BYTES, cancel=cancel)
+    except Gen3DError as exc:
+        if exc.code != IMAGE_TOO_LARGE:
+            raise
+        raise Gen3DError(INVALID_INPUT, "The mesh at %s is larger than %d MB. Send a smaller mesh." %
+                         (request.mesh_url, MAX_MESH_BYTES // 2 ** 20), stage="preprocess", retryable=False)
 
 
 def _bad_output(message):
@@ -155,6 +175,43 @@ class Pipeline:
         return Gen3DError(INTERNAL, "Gen3D hit an unexpected error during %s (%s: %s). Try again; if it keeps "
                           "failing, report it with the worker log." % (stage, type(exc).__name__, exc),
                           stage=stage, retryable=False)
+    def _texture_given(self, job, plan, texture_engine, staging, job_id, timings, started, report):
+        """Paint a given mesh and write it back with its own vertices, faces (order kept) and UVs."""
+        timings["shape"] = 0.0
+        t0 = time.perf_counter()
+        report("texture", 0.0, "painting the given mesh with %s" % texture_engine.name)
+        self.memory.prepare(self.registry, texture_engine, TEXTURE)
+        shape = ShapeResult(plan.camera_vertices, plan.mesh.faces, normals=plan.camera_normals,
+                            uv_layout=(plan.vertex_map, plan.faces, plan.uvs))
+        textured = texture_engine.generate_texture(job, shape)
+        timings["texture"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        report("export", 0.0, "writing files")
+        maps = dict(textured.maps)
+        maps["orm"] = export.orm_image(maps["ao"], maps["roughness"], maps["metallic"])
+        encoded = export.encode_pngs(maps)
+        orm = encoded.pop("orm")
+        for key, data in encoded.items():
+            with open(os.path.join(staging, map_file(key)), "wb") as handle:
+                handle.write(data)
+        mesh = plan.mesh
+        # The file's own arrays, not the texturer's camera-frame copy: nothing is moved or re-indexed.
+        vertices = mesh.vertices[plan.vertex_map]
+        normals = (mesh.normals if mesh.normals is not None else
+                   smooth_vertex_normals(mesh.vertices, mesh.faces))[plan.vertex_map]
+        unused = np.linalg.norm(normals, axis=1) < 1e-9     # vertices no face uses: any unit normal
+        normals[unused] = (0.0, 1.0, 0.0)
+        export.write_glb(os.path.join(staging, MESH_FILE), vertices, plan.faces, normals, plan.uvs,
+                         {"albedo": encoded["albedo"], "normal": encoded["normal"], "orm": orm},
+                         name="gen3d_%s" % job_id, uvs_kept=plan.uvs_kept)
+        timings["export"] = time.perf_counter() - t0
+        timings["upload"] = 0.0
+        timings["total"] = time.perf_counter() - started
+        summary = dict(mesh_summary(vertices, plan.faces), given=plan.record)
+        return build_manifest(staging, job_id, job.request, None, texture_engine.name, summary, timings,
+                              devices.describe(self.device), 0.0, frame=GIVEN_FRAME,
+                              view=mesh_view.view_record(job.request.mesh_view))
 
     def _oom_message(self, exc, stage):
         if self.device.type == "cuda":
@@ -177,9 +234,14 @@ class Pipeline:
                 raise Gen3DError(CANCELLED, "The job was cancelled.", stage=stage, retryable=False)
             tracker.update(stage, fraction, message)
 
-        shape_engine = self.registry.get(request.engine, SHAPE)
+        # With a given mesh the shape stage is skipped (no shape engine is loaded or even needed).
+        shape_engine = None if request.has_mesh else self.registry.get(request.engine, SHAPE)
         texture_name = request.effective_texture_engine
         texture_engine = self.registry.get(texture_name, TEXTURE) if texture_name else None
+        if request.has_mesh and TEXTURE_EXISTING not in texture_engine.capabilities:
+            raise Gen3DError(INVALID_INPUT, "The texture engine %s cannot paint a given mesh; use one of %s."
+                             % (texture_name, ", ".join(TEXTURE_EXISTING_ENGINES)), stage="queued",
+                             retryable=False)
 
         # Preprocess: decode, find the object, frame it.
         t0 = time.perf_counter()
@@ -188,13 +250,20 @@ class Pipeline:
         report("preprocess", 0.3, "finding the object")
         rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed,
                                           check=lambda: report("preprocess", 0.3),
-                                          cut_out=getattr(shape_engine, "cut_out", None))
+                                          cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
         framed, _info = foreground.frame(rgba)
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))
+        plan = None
+        if request.has_mesh:
+            report("preprocess", 0.6, "reading the mesh")
+            plan = given_mesh.plan(given_mesh.read_mesh(load_mesh_source(request, cancel)), request.mesh_view,
+                                   request.texture_size)
         timings["preprocess"] = time.perf_counter() - t0
 
         job = JobContext(request, framed, self.device, staging, report, cancel)
+        if plan is not None:
+            return self._texture_given(job, plan, texture_engine, staging, job_id, timings, started, report)
         t0 = time.perf_counter()
         report("shape", 0.0, "building the shape with %s" % shape_engine.name)
         self.memory.prepare(self.registry, shape_engine, SHAPE)

@@ -68,9 +68,20 @@ def endpoint_base(url):
     return url
 
 
+def _file_base64(path, what):
+    try:
+        with open(path, "rb") as handle:
+            return base64.b64encode(handle.read()).decode("ascii")
+    except OSError as exc:
+        raise Gen3DError(errors.INVALID_INPUT, "Cannot read the %s %s (%s)." % (what, path, exc.strerror or exc),
+                         stage="queued", retryable=False)
+
+
 def wire_request(request):
     """The request as an endpoint accepts it: the local image file becomes base64 `image`."""
-    data = {key: value for key, value in request.items() if value is not None and key != "image_path"}
+    data = {key: value for key, value in request.items() if value is not None and key not in ("image_path", "mesh_path")}
+    if request.get("mesh_path"):      # "Texture selected object": the mesh travels inline too
+        data["mesh"] = _file_base64(request["mesh_path"], "mesh")
     path = request.get("image_path")
     if path:
         try:

@@ -285,7 +285,11 @@ def _job_finished(job):
 def _run_imports():
     while _imports:
         job_id = _imports.pop(0)
-        call_operator(bpy.ops.gen3d.import_result, job_id=job_id, on_completion=True)
+        job = manager.jobs.get(job_id) if manager else None
+        if job is not None and job.data.get("texture_target"):     # "Texture selected object": onto that object
+            call_operator(bpy.ops.gen3d.apply_texture, job_id=job_id)
+        else:
+            call_operator(bpy.ops.gen3d.import_result, job_id=job_id, on_completion=True)
     return None
 
 

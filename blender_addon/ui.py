@@ -134,6 +134,7 @@ class GEN3D_PT_main(bpy.types.Panel):
         row.scale_y = 1.5
         row.enabled = bool(props.filepath if props.source == "FILE" else props.image)
         row.operator("gen3d.generate", icon="MESH_MONKEY")
+        layout.operator("gen3d.texture_selected", icon="TEXTURE")    # paints the active mesh object instead
 
         for item in props.jobs:
             status = session.row_status(item)

@@ -15,7 +15,7 @@ EXPECTED_TYPES = {"GEN3D_OT_generate", "GEN3D_OT_generate_dropped", "GEN3D_OT_ca
                   "GEN3D_OT_open_folder", "GEN3D_OT_remove_job", "GEN3D_OT_check_engines", "GEN3D_OT_stop_worker",
                   "GEN3D_OT_clear_message", "GEN3D_OT_setup_backend", "GEN3D_OT_install_engine",
                   "GEN3D_OT_cancel_setup_task", "GEN3D_OT_check_python", "GEN3D_OT_choose_python",
-                  "GEN3D_OT_report", "GEN3D_PT_main", "GEN3D_PT_advanced", "GEN3D_PT_jobs", "GEN3D_UL_jobs"}
+                  "GEN3D_OT_report", "GEN3D_OT_texture_selected", "GEN3D_OT_apply_texture", "GEN3D_PT_main", "GEN3D_PT_advanced", "GEN3D_PT_jobs", "GEN3D_UL_jobs"}
 REQUEST_FIELDS = {"engine", "texture_engine", "remove_background", "texture", "seed", "octree_resolution",
                   "num_inference_steps", "guidance_scale", "face_count", "texture_size"}
 

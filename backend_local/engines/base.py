@@ -9,6 +9,7 @@ from shared.errors import CANCELLED, Gen3DError
 
 SHAPE = "shape"
 TEXTURE = "texture"
+TEXTURE_EXISTING = "texture_existing"   # paints a given mesh, keeping its vertices, faces and UVs
 
 
 @dataclass
@@ -45,6 +46,10 @@ class ShapeResult:
     view: ViewMapping = None      # None: the texturer aligns the mesh to the image itself
     detail: object = None         # engine-private data for its own texturer (e.g. a smooth field)
     elevation_deg: float = 0.0    # the input camera's elevation the engine assumed or estimated
+    # A given mesh's UVs, (vertex_map, faces, uvs): texturers bake into these instead of unwrapping
+    # (DESIGN.md "Texturing an existing mesh"); None: the texturer makes its own.
+    uv_layout: tuple = None
+    normals: np.ndarray = None    # a given mesh's own vertex normals (None: smooth normals)
 
 
 @dataclass

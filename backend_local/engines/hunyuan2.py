@@ -156,7 +156,7 @@ class Hunyuan2Engine(Hy3DGenEngine):
     spec = specs.HUNYUAN_20
     shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2 shape (%s)"
                               % spec.shape[specs.BALANCED].subfolder)
-    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
     stage_sizes = {base.SHAPE: (3.2, 2.4, 2.5), base.TEXTURE: (6.0, 3.5, 8.0)}
 

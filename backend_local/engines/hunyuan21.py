@@ -40,7 +40,7 @@ MAX_PAINT_TEXTURE = 4096   # the painter bakes at twice our size up to this, the
 
 class Hunyuan21Engine(hc.HunyuanEngine):
     name = "hunyuan3d-2.1"
-    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 10.0, base.TEXTURE: 21.0}
     # (weights, largest component, working memory) in GB for the planner before a stage is loaded, as measured
     # at full size on the H200 (bench/results/hunyuan_fullsize_h200.jsonl); the shape's working memory is

@@ -60,7 +60,7 @@ def estimated_elevation(field):
 
 class BuiltinEngine(base.Engine):
     name = "builtin"
-    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 0.5, base.TEXTURE: 1.0}
 
     def generate_shape(self, job):
@@ -92,5 +92,6 @@ class BuiltinEngine(base.Engine):
     def generate_texture(self, job, shape):
         view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
         detail = shape.detail if callable(shape.detail) else None
-        baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail)
+        baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail,
+                              uv_layout=shape.uv_layout, vertex_normals=shape.normals)
         return base.TextureResult(baked["vertices"], baked["faces"], baked["uvs"], baked["maps"], baked["normals"])
