@@ -46,9 +46,12 @@ def _number(name):
 
 def _number_help(name):
     spec = NUMERIC_FIELDS[name]
-    if spec.default is None:            # nullable: the engine's tuned default, said in the help text
-        return "%s (%s)" % (spec.help, spec.describe_range())
-    return "%s (default %s; %s)" % (spec.help, spec.default, spec.describe_range())
+    return "%s (default %s; %s)" % (spec.help, default_text(spec), spec.describe_range())
+
+
+def default_text(spec):
+    """A nullable field's null default is the engine's own tuned value (e.g. its step count)."""
+    return "the engine's own" if spec.default is None else spec.default
 
 
 def _format_list(text):

@@ -58,7 +58,8 @@ NUMERIC_FIELDS = {
     "octree_resolution": NumberField(int, 256, 64, 512, "Octree resolution",
                                      "resolution of the shape's sampling grid (builtin: its upper bound)"),
     "num_inference_steps": NumberField(int, None, 1, 100, "Steps",
-                                       "diffusion steps of a model engine (default: the engine's own, e.g. 50, or 5 for a turbo model; the builtin engine ignores it)"),
+                                       "diffusion steps of a model engine (e.g. 50, or 5 for a turbo model; the builtin "
+                                       "engine ignores it)"),
     "guidance_scale": NumberField(float, 5.0, 0.1, 20.0, "Guidance",
                                   "how closely a model engine follows the image (the builtin engine ignores it)"),
     "face_count": NumberField(int, 40000, 1000, 200000, "Faces", "target triangle count"),

@@ -12,6 +12,7 @@ import pytest
 
 from shared.manifest import read_manifest
 from shared.request import NUMERIC_FIELDS
+from backend_local.cli import default_text
 
 from conftest import ROOT, data, run_cli
 
@@ -91,7 +92,7 @@ def test_help_shows_description_default_and_range_from_the_contract():
                          ("--octree-resolution", "octree_resolution"), ("--steps", "num_inference_steps"),
                          ("--guidance-scale", "guidance_scale"), ("--seed", "seed")):
         spec = NUMERIC_FIELDS[name]
-        assert "%s N %s (default %s; %s)" % (option, " ".join(spec.help.split()), spec.default,
+        assert "%s N %s (default %s; %s)" % (option, " ".join(spec.help.split()), default_text(spec),
                                               spec.describe_range()) in text, option
     assert "--overwrite" in text and "--no-texture untextured mesh only" in text
 
