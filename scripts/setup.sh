@@ -95,6 +95,10 @@ fi
 if [[ ",$EXTRAS," == *",blender,"* ]] && ! .venv313/bin/python -c "import bpy" >/dev/null 2>&1; then
   # The add-on is also tested in Blender 5.2 LTS, whose bpy wheel needs Python 3.13 (pyenv has one).
   PY313="$(command -v python3.13 || true)"
+  # A pyenv shim is found on PATH even when no 3.13 is the active version: it must actually run.
+  if [ -n "$PY313" ] && ! "$PY313" -c "import sys" >/dev/null 2>&1; then
+    PY313=""
+  fi
   if [ -z "$PY313" ] && command -v pyenv >/dev/null 2>&1; then
     PY313="$(PYENV_VERSION="$(pyenv versions --bare | grep -E '^3\.13' | tail -1)" pyenv which python3.13 2>/dev/null || true)"
   fi
