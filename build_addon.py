@@ -11,9 +11,10 @@ the job contract as `.shared`), and backend_source/: the local backend's sources
 shared/, pyproject.toml, README.md) that the preferences' "Set up local backend" pip-installs into
 the add-on's own Python environment. The version comes from shared/version.py only.
 
-The extension is then checked with Blender's own validator: `blender --command extension validate`
-when a Blender 4.2+ binary is found ($BLENDER or `blender` on PATH), else the same validator module
-shipped in the bpy wheel when this Python has bpy 4.2+; if neither exists it says so and skips.
+The extension is then checked with Blender's own validator, from the newest Blender found:
+`blender --command extension validate` of a Blender 4.2+ binary ($BLENDER or `blender` on PATH), or the
+same validator module shipped in a bpy 4.2+ wheel (this Python's, and .venv313's, where
+scripts/setup.sh installs bpy 5.2 LTS); if none exists it says so and skips.
 """
 
 import argparse
@@ -175,38 +176,48 @@ def find_blender():
     return path, _version_tuple(out)
 
 
-def bpy_validator():
-    """(blender_ext.py, tags.py) from an installed bpy 4.2+ wheel, or None. This is the module that
-    `blender --command extension validate` runs."""
-    spec = importlib.util.find_spec("bpy")
-    if spec is None or not spec.origin:
-        return None
-    for script in sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "*", "scripts", "addons_core",
-                                                "bl_pkg", "cli", "blender_ext.py"))):
-        scripts = script.split(os.sep + "addons_core" + os.sep)[0]
-        tags = os.path.join(scripts, "modules", "_bpy_internal", "extensions", "tags.py")
-        return script, tags if os.path.isfile(tags) else ""
-    return None
+BPY_PYTHONS = (sys.executable, os.path.join(ROOT, ".venv313", "bin", "python"))
+_BPY_QUERY = "import importlib.metadata as m, importlib.util as u; print(m.version('bpy')); print(u.find_spec('bpy').origin)"
+
+
+def bpy_validators():
+    """[(version, python, blender_ext.py, tags.py)] for each bpy 4.2+ wheel in BPY_PYTHONS. blender_ext.py
+    is the module that `blender --command extension validate` runs."""
+    found = []
+    for python in dict.fromkeys(BPY_PYTHONS):
+        if not os.path.isfile(python):
+            continue
+        try:
+            done = subprocess.run([python, "-c", _BPY_QUERY], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        lines = done.stdout.split()
+        version = _version_tuple("Blender " + lines[0]) if done.returncode == 0 and len(lines) == 2 else None
+        if not version or version < (4, 2):
+            continue
+        for script in sorted(glob.glob(os.path.join(os.path.dirname(lines[1]), "*", "scripts", "addons_core",
+                                                    "bl_pkg", "cli", "blender_ext.py"))):
+            scripts = script.split(os.sep + "addons_core" + os.sep)[0]
+            tags = os.path.join(scripts, "modules", "_bpy_internal", "extensions", "tags.py")
+            found.append((version, python, script, tags if os.path.isfile(tags) else ""))
+            break
+    return found
 
 
 def validate(ext_zip):
-    """Run Blender's extension validator; returns True when it passed or could not run."""
+    """Run the newest Blender's extension validator; returns True when it passed or could not run."""
+    candidates = []
     blender, version = find_blender()
     if blender and version and version >= (4, 2):
-        command = [blender, "--factory-startup", "--command", "extension", "validate", ext_zip]
-        label = "blender %s --command extension validate" % ".".join(map(str, version))
-    else:
-        why = ("no Blender binary found ($BLENDER or blender on PATH)" if not blender else
-               "%s is Blender %s; the extension validator needs 4.2+" % (
-                   blender, ".".join(map(str, version)) if version else "of unknown version"))
-        print("build_addon: skipped `blender --command extension validate`: %s" % why)
-        found = bpy_validator()
-        if not found:
-            print("build_addon: skipped extension validation: no bpy 4.2+ wheel in this Python either")
-            return True
-        script, tags = found
-        command = [sys.executable, script, "validate", ext_zip, "--valid-tags=%s" % tags]
-        label = "the bpy wheel's extension validator (%s)" % script
+        candidates.append((version, [blender, "--factory-startup", "--command", "extension", "validate", ext_zip],
+                           "blender %s --command extension validate" % ".".join(map(str, version))))
+    for version, python, script, tags in bpy_validators():
+        command = [python, script, "validate", ext_zip] + (["--valid-tags=%s" % tags] if tags else [])
+        candidates.append((version, command, "the bpy %s wheel's extension validator" % ".".join(map(str, version))))
+    if not candidates:
+        print("build_addon: skipped extension validation: no Blender 4.2+ binary and no bpy 4.2+ wheel")
+        return True
+    _version, command, label = max(candidates, key=lambda candidate: candidate[0])
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     output = (result.stdout + result.stderr).strip()
     print("build_addon: %s: %s" % (label, "passed" if result.returncode == 0 else "FAILED"))

@@ -2,25 +2,69 @@
 
 generate: exit 0 on success (one summary line per image on stdout), exit 2 with the error JSON on
 stderr when a job fails. Several images may be given; each goes to OUT/<image stem>/ and the models
-are loaded once for all of them.
+are loaded once for all of them. Ctrl-C or SIGTERM cancels: the running job stops at its next check,
+nothing half-written is left, the CANCELLED error goes to stderr and the exit code is 130 (SIGINT) or
+143 (SIGTERM), as shells expect.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 
-from shared.errors import INVALID_INPUT, Gen3DError
-from shared.request import PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, VIEW_NAMES, parse_request
+from shared.errors import CANCELLED, INVALID_INPUT, Gen3DError
+from shared.request import NUMERIC_FIELDS, PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, VIEW_NAMES, parse_request
 
 from .install import cli as install_cli
 from .install import record as install_record
 
 EXIT_FAILED = 2
+# CLI option -> request field, for the numeric fields (shared/request.py holds their defaults and ranges)
+NUMBER_OPTIONS = {"--face-count": "face_count", "--texture-size": "texture_size",
+                  "--octree-resolution": "octree_resolution", "--steps": "num_inference_steps",
+                  "--guidance-scale": "guidance_scale", "--seed": "seed"}
 
 
-def _positive_int(text):
-    return int(text)
+def _number(name):
+    """argparse type for a numeric request field: text that is no number gets a clear message naming
+    the allowed range; the range itself is checked with the request (INVALID_INPUT JSON, exit 2)."""
+    spec = NUMERIC_FIELDS[name]
+    what = "a whole number" if spec.kind is int else "a number"
+
+    def parse(text):
+        try:
+            return spec.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("must be %s between %s and %s, got %r"
+                                             % (what, spec.low, spec.high, text))
+
+    parse.__name__ = name   # argparse names the type in some messages
+    return parse
+
+
+def _number_help(name):
+    spec = NUMERIC_FIELDS[name]
+    return "%s (default %s; %s)" % (spec.help, default_text(spec), spec.describe_range())
+
+
+def default_text(spec):
+    """A nullable field's null default is the engine's own tuned value (e.g. its step count)."""
+    return "the engine's own" if spec.default is None else spec.default
+
+
+def _format_list(text):
+    """'glb,obj' -> ["glb", "obj"]; the names are checked by parse_request (INVALID_INPUT, exit 2)."""
+    return [name.strip().lower() for name in text.split(",") if name.strip()]
+
+
+def _mesh_view(text):
+    try:
+        azimuth, elevation = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give the camera as AZIMUTH,ELEVATION in degrees, e.g. 30,10")
+    return {"azimuth_deg": azimuth, "elevation_deg": elevation}
 
 
 def _view(text):
@@ -42,19 +86,27 @@ def build_parser():
     gen.add_argument("--view", dest="views", action="append", type=_view, default=[], metavar="NAME=PATH",
                      help="an extra view of the object: right=PATH (camera at +X), back=PATH or left=PATH; "
                           "repeat for more (one IMAGE only)")
-    gen.add_argument("--engine", default="builtin", choices=SHAPE_ENGINES)
-    gen.add_argument("--texture-engine", default=None, choices=TEXTURE_ENGINES)
-    gen.add_argument("--face-count", type=_positive_int)
-    gen.add_argument("--texture-size", type=_positive_int)
-    gen.add_argument("--octree-resolution", type=_positive_int)
+    gen.add_argument("--overwrite", action="store_true", help="replace an earlier result in the --out folder")
+    gen.add_argument("--engine", default="builtin", choices=SHAPE_ENGINES,
+                     help="shape engine (default builtin: no downloads; `engines` lists what runs here)")
+    gen.add_argument("--texture-engine", default=None, choices=TEXTURE_ENGINES,
+                     help="texture engine (default: the shape engine if it can paint, else builtin)")
     gen.add_argument("--preset", choices=PRESETS, help="quality preset: the engine's model variant and step count")
-    gen.add_argument("--steps", dest="num_inference_steps", type=_positive_int,
-                     help="diffusion steps (default: the engine's own, e.g. 50, or 5 for a turbo model)")
-    gen.add_argument("--guidance-scale", type=float)
-    gen.add_argument("--seed", type=_positive_int)
-    gen.add_argument("--no-texture", action="store_true")
-    gen.add_argument("--no-remove-background", action="store_true")
-    gen.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    for option, name in NUMBER_OPTIONS.items():
+        gen.add_argument(option, dest=name, type=_number(name), metavar="N", help=_number_help(name))
+    gen.add_argument("--format", dest="formats", type=_format_list, metavar="LIST",
+                     help="mesh files to write, comma-separated: glb (always), obj (+ mtl), ply; usdz comes from "
+                          "the Blender add-on's batch")
+    gen.add_argument("--mesh", metavar="MESH", help="texture this .glb or .obj mesh instead of generating a shape "
+                     "(its vertices, faces and UVs are kept)")
+    gen.add_argument("--mesh-view", metavar="AZIMUTH,ELEVATION", type=_mesh_view,
+                     help="with --mesh: where the camera stood, in degrees around and above the mesh's front "
+                          "(+Z); default: the front view, fitted")
+    gen.add_argument("--no-texture", action="store_true", help="untextured mesh only")
+    gen.add_argument("--no-remove-background", action="store_true",
+                     help="keep the image's background (default: remove it; a real alpha channel always wins)")
+    gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="where to run (default auto: CUDA when available)")
     gen.add_argument("--low-memory", action="store_true", help="unload each model as soon as its stage ends")
     gen.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -73,10 +125,14 @@ def build_parser():
 def _request_fields(args, image):
     fields = {"image_path": os.path.abspath(image), "engine": args.engine}
     for name in ("preset", "texture_engine", "face_count", "texture_size", "octree_resolution", "num_inference_steps",
-                 "guidance_scale", "seed"):
+                 "guidance_scale", "seed", "formats"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
+    if args.mesh:
+        fields["mesh_path"] = os.path.abspath(args.mesh)
+    if args.mesh_view:
+        fields["mesh_view"] = args.mesh_view
     if args.no_texture:
         fields["texture"] = False
     if args.no_remove_background:
@@ -104,9 +160,43 @@ def _result_names(images):
     return ["%03d_%s" % (index, stem) for index, stem in enumerate(stems)]
 
 
-def cmd_generate(args):
-    from .pipeline import Pipeline
+class _Interrupts:
+    """Turns the first Ctrl-C / SIGTERM into a cancel of the running job (it stops at its next check
+    and cleans up); a second one interrupts at once (KeyboardInterrupt, still cleaned up)."""
 
+    def __init__(self):
+        self.cancel = threading.Event()
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.cancel.set()
+
+    @property
+    def exit_code(self):
+        return 128 + int(self.signum or signal.SIGINT)
+
+
+def _cancelled(interrupts, image=None):
+    name = signal.Signals(interrupts.signum or signal.SIGINT).name
+    _fail(Gen3DError(CANCELLED, "Cancelled by %s; nothing was written." % name, retryable=False), image)
+    return interrupts.exit_code
+
+
+def cmd_generate(args):
     if args.views and len(args.images) > 1:
         _fail(Gen3DError(INVALID_INPUT, "--view belongs to one object: give a single IMAGE with it.",
                          stage="queued", retryable=False))
@@ -118,6 +208,25 @@ def cmd_generate(args):
         except Gen3DError as exc:
             _fail(exc, image)
             return EXIT_FAILED
+    with _Interrupts() as interrupts:
+        try:
+            return _generate(args, requests, interrupts)
+        except KeyboardInterrupt:
+            return _cancelled(interrupts)
+
+
+def _generate(args, requests, interrupts):
+    from .pipeline import Pipeline, prepare_output
+
+    jobs = []
+    for (image, request), name in zip(requests, _result_names([image for image, _ in requests])):
+        out = args.out if len(requests) == 1 else os.path.join(args.out, name)
+        try:   # before any model loads: a bad --out is an input error, found at once
+            prepare_output(out, args.overwrite)
+        except Gen3DError as exc:
+            _fail(exc, image)
+            return EXIT_FAILED
+        jobs.append((image, request, out))
     try:
         pipeline = Pipeline(args.device, low_memory=args.low_memory or None)
     except Gen3DError as exc:
@@ -130,17 +239,22 @@ def cmd_generate(args):
                   file=sys.stderr, flush=True)
 
     failed = 0
-    for (image, request), name in zip(requests, _result_names([image for image, _ in requests])):
-        out = args.out if len(requests) == 1 else os.path.join(args.out, name)
+    for image, request, out in jobs:
+        if interrupts.cancel.is_set():
+            return _cancelled(interrupts, image)
         try:
-            manifest = pipeline.run(request, out, on_progress=show)
+            manifest = pipeline.run(request, out, on_progress=show, cancel=interrupts.cancel,
+                                    overwrite=args.overwrite)
         except Gen3DError as exc:
+            if exc.code == CANCELLED and interrupts.signum is not None:
+                return _cancelled(interrupts, image)
             _fail(exc, image)
             failed += 1
             continue
         t = manifest["timings"]
-        print("%s -> %s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
-              % (image, os.path.join(out, "mesh.glb"), manifest["mesh"]["faces"], t["total"], t["preprocess"],
+        also = "".join(" + " + file for fmt, file in manifest["mesh"]["formats"].items() if fmt != "glb")
+        print("%s -> %s%s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
+              % (image, os.path.join(out, "mesh.glb"), also, manifest["mesh"]["faces"], t["total"], t["preprocess"],
                  t["shape"], t["texture"], t["export"], manifest["peak_memory_mb"]), flush=True)
     return EXIT_FAILED if failed else 0
 

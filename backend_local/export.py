@@ -71,8 +71,12 @@ class _Blob:
         return len(self.gltf.accessors) - 1
 
 
-def write_glb(path, vertices, faces, normals, uvs=None, textures=None, name="Gen3D"):
-    """textures: {"albedo": png, "normal": png, "orm": png} bytes, or None for an untextured mesh."""
+def write_glb(path, vertices, faces, normals, uvs=None, textures=None, name="Gen3D", uvs_kept=None):
+    """textures: {"albedo": png, "normal": png, "orm": png} bytes, or None for an untextured mesh.
+
+    Vertices, faces and UVs are written as given, in their order (only cast to float32 / uint32):
+    a given mesh's arrays come back exactly. uvs_kept: a second UV set written as TEXCOORD_1 (a given
+    mesh's own UVs when they had to be replaced for baking)."""
     gltf = gl.GLTF2(asset=gl.Asset(generator="Gen3D", version="2.0"))
     blob = _Blob(gltf)
     # glTF wants unit normals (the validator checks them at float32 precision)
@@ -83,6 +87,8 @@ def write_glb(path, vertices, faces, normals, uvs=None, textures=None, name="Gen
         NORMAL=blob.accessor(normals.astype(np.float32), gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER))
     if uvs is not None:
         attributes.TEXCOORD_0 = blob.accessor(uvs.astype(np.float32), gl.VEC2, gl.FLOAT, gl.ARRAY_BUFFER)
+        if uvs_kept is not None:
+            attributes.TEXCOORD_1 = blob.accessor(uvs_kept.astype(np.float32), gl.VEC2, gl.FLOAT, gl.ARRAY_BUFFER)
         if textures:   # a normal map: its tangent space, as Blender and other MikkTSpace viewers build it
             attributes.TANGENT = blob.accessor(mikktspace_tangents(vertices, faces, normals, uvs), gl.VEC4,
                                                gl.FLOAT, gl.ARRAY_BUFFER)

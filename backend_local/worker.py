@@ -1,13 +1,15 @@
 """The stdio worker the Blender add-on spawns (`python -m backend_local serve`).
 
 Protocol (newline-delimited JSON, DESIGN.md "Local backend"):
-  in:  {"op": "submit", "job_id", "request", "out_dir"?} {"op": "cancel", "job_id"} {"op": "ping"} {"op": "shutdown"}
+  in:  {"op": "submit", "job_id", "request", "out_dir"?} {"op": "cancel", "job_id"} {"op": "ping"} {"op": "shutdown", "finish"?}
   out: {"event": "ready"|"accepted"|"progress"|"completed"|"failed"|"cancelled"|"pong", ...}
 
 Only protocol lines reach the real stdout: file descriptor 1 is re-pointed at stderr at start-up, so
 prints from any library (Python or C) land in the log, not in the protocol stream. Jobs run one at a
 time on a runner thread while the reader thread keeps answering ping and cancel. The worker exits
-when stdin closes, so it never outlives Blender.
+when stdin closes, cancelling its job, so it never outlives a Blender that crashed. When Blender
+closes normally the add-on first sends shutdown with "finish": true: queued jobs are dropped, the
+running one completes into its folder (the next Blender session imports it), then the worker exits.
 
 `out_dir` on submit is our addition to DESIGN.md's message: the add-on decides where results go
 (its output folder) so they survive the worker; without it, results go to OUT_ROOT/<job_id>.
@@ -61,6 +63,7 @@ class Worker:
         self.current = None
         self.cond = threading.Condition()
         self.stopping = False
+        self.finishing = False                # shutdown with "finish": the running job completes first
 
     # reader side -------------------------------------------------------------------------------
     def handle(self, line):
@@ -79,6 +82,8 @@ class Worker:
             self.submit(message)
         elif op == "cancel":
             self.cancel(message.get("job_id"))
+        elif op == "shutdown" and message.get("finish"):
+            self.finish()
         elif op == "shutdown":
             self.stop()
         else:
@@ -125,6 +130,19 @@ class Worker:
             self.queue.clear()
             if self.current is not None:
                 self.current.cancel.set()
+            self.cond.notify_all()
+
+    def finish(self):
+        """Blender is closing: queued jobs are cancelled, the running one completes (its result lands
+        in its folder for the next session to import), then the worker exits. Blender's end of the
+        pipes goes away, so from here on nothing is written to them."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        with self.cond:
+            self.finishing = self.stopping = True
+            self.queue.clear()
             self.cond.notify_all()
 
     # runner side -------------------------------------------------------------------------------
@@ -182,6 +200,9 @@ def serve(device="auto", out_root=None, low_memory=None, stdin=None):
             worker.handle(line)
         if worker.stopping:
             break
+    if worker.finishing:
+        runner.join()             # the running job completes; nobody is left to hear about it
+        return 0
     worker.stop()                 # stdin closed (Blender exited) or shutdown: stop the running job
     runner.join(timeout=30)
     return 0

@@ -21,6 +21,7 @@ import glob
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -46,6 +47,10 @@ def _exit_with_parent(parent_pid):
 
 
 def _child(conn, cancel, factory, device, parent_pid):
+    # Ctrl+C or a SIGTERM to the whole process group is the server's to handle: it stops the job
+    # through the cancel event (or kills this process); this process ends when the server does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     send_lock = threading.Lock()
 

@@ -6,7 +6,7 @@ import shutil
 import time
 from urllib.parse import urlencode
 
-from shared.errors import Gen3DError
+from shared.errors import STORAGE, Gen3DError
 from shared.manifest import META_FILE, write_manifest
 
 from .storage import check_cancel, check_job_id, with_upload_time, with_urls
@@ -35,11 +35,17 @@ class DiskStorage:
         started = time.perf_counter()
         check_cancel(cancel)
         target = self.job_dir(job_id)
-        if os.path.realpath(local_dir) != os.path.realpath(target):
+        try:
+            if os.path.realpath(local_dir) != os.path.realpath(target):
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(local_dir, target)
+            manifest = with_upload_time(manifest, time.perf_counter() - started)
+            write_manifest(target, manifest)
+        except OSError as exc:         # read-only, full, gone: the admin's problem, said without our paths
             shutil.rmtree(target, ignore_errors=True)
-            shutil.move(local_dir, target)
-        manifest = with_upload_time(manifest, time.perf_counter() - started)
-        write_manifest(target, manifest)
+            raise Gen3DError(STORAGE, "The server could not store the result (%s). Its results disk is full or "
+                             "read-only; try again later or tell the server's admin."
+                             % (exc.strerror or type(exc).__name__), stage="upload", retryable=True)
         if on_progress:
             on_progress(1.0, "stored")
         return manifest

@@ -21,6 +21,7 @@ from shared.request import decode_base64_image, inline_image_size, parse_request
 
 from . import job_store
 from .execute import execute_job
+from .public_errors import public_error
 
 
 def log(message):
@@ -111,6 +112,7 @@ class Scheduler:
         self._queue = collections.deque()
         self._running = {}
         self._cond = threading.Condition()
+        self._submit_lock = threading.Lock()
         self._stopping = False
         self._threads = []
 
@@ -155,12 +157,13 @@ class Scheduler:
             check_image_decodes(request)
         except Gen3DError as exc:
             exc.stage = "queued"
-            self.store.create_failed(job_id, exc.to_dict()["error"])
+            self.store.create_failed(job_id, public_error(exc.to_dict()["error"]))   # may quote 10 MB of input
             return job_id
         size = inline_image_size(request)
-        with self._cond:               # one submission at a time, so two cannot both squeeze under a quota
+        with self._submit_lock:        # one submission at a time, so two cannot both squeeze under a quota
             self._check_quotas(owner, size)
             self.store.create(job_id, request_data, owner=owner)
+        with self._cond:
             self._queue.append(job_id)
             self._cond.notify_all()
         return job_id

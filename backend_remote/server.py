@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import IMAGE_TOO_LARGE, INTERNAL, INVALID_INPUT, UNAUTHORIZED, Gen3DError
 from shared.progress import progress_event
-from shared.request import MAX_IMAGE_BYTES
+from shared.request import MAX_IMAGE_BYTES, MAX_MESH_BYTES
 from shared.version import __version__
 
 from . import job_store
@@ -39,8 +39,8 @@ from .retention import Janitor
 from .scheduler import QueueFull, Quotas, Scheduler
 from .storage import content_type
 
-# A 64 MB image is ~86 MB of base64; leave room for the other fields.
-MAX_BODY_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 1024 * 1024
+# A 64 MB image is ~86 MB of base64, and a mesh to texture as much again; leave room for the other fields.
+MAX_BODY_BYTES = (MAX_IMAGE_BYTES + MAX_MESH_BYTES) * 4 // 3 + 1024 * 1024
 DEFAULT_RUNSYNC_WAIT_S = 90.0
 MAX_RUNSYNC_WAIT_S = 300.0
 RUNSYNC_POLL_S = 0.1
@@ -116,8 +116,8 @@ def create_app(state):
     async def _bad_parameter(_request, exc):
         problems = "; ".join("%s: %s" % (".".join(str(part) for part in error.get("loc", ())), error.get("msg"))
                              for error in exc.errors())
-        return JSONResponse(Gen3DError(INVALID_INPUT, "Bad request parameter (%s)." % problems,
-                                       retryable=False).to_dict(), status_code=400)
+        return error_response(400, Gen3DError(INVALID_INPUT, "Bad request parameter (%s)." % problems,
+                                              retryable=False))
 
     def authorize(request):
         """The caller's key name (for quotas); 401 without a valid key."""
@@ -192,7 +192,7 @@ def create_app(state):
         job = known_job(await submit(request))
         body = {"id": job.id, "status": job.status}
         if job.error is not None:
-            body["error"] = job.error
+            body["error"] = public_error(job.error, state.hidden_paths)
         return body
 
     @app.post("/runsync")

@@ -29,7 +29,9 @@ from shared.manifest import META_FILE, write_manifest
 
 MAX_PRESIGN_S = 7 * 24 * 3600          # SigV4 presigned URLs cannot live longer
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_CONTENT_TYPES = {".glb": "model/gltf-binary", ".png": "image/png", ".json": "application/json"}
+# .obj/.mtl: IANA's model/obj and model/mtl; PLY has no registered type.
+_CONTENT_TYPES = {".glb": "model/gltf-binary", ".png": "image/png", ".json": "application/json",
+                  ".obj": "model/obj", ".mtl": "model/mtl", ".ply": "application/octet-stream"}
 
 # S3 error codes worth another try; anything else (bad keys, missing bucket) will not fix itself.
 _TRANSIENT_CODES = {"RequestTimeout", "RequestTimeoutException", "SlowDown", "InternalError", "ServiceUnavailable",

@@ -50,12 +50,15 @@ def _inside(mode, config_path):
             json.dump(report, handle)
         bpy.ops.wm.quit_blender()
 
-    def start_job():
+    def enable_addon():
+        # Registered while the window settles: new panels redraw the whole window once.
         sys.path.insert(0, ROOT)
         import blender_addon
+        blender_addon.register()
+
+    def start_job():
         from blender_addon import session
         from blender_addon.settings import BackendSettings, ImportSettings
-        blender_addon.register()
         state["session"] = session
         settings = BackendSettings(python=config["python"], backend_dir=ROOT, device="cpu",
                                    output_dir=config["out"]).resolve()
@@ -125,6 +128,8 @@ def _inside(mode, config_path):
         return TIMER_S
 
     show_sidebar()
+    if mode == "addon":
+        enable_addon()
     bpy.app.timers.register(timer, first_interval=TIMER_S)
 
 

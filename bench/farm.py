@@ -8,10 +8,11 @@ Starts a redis-server (Debian's package) on a free port, S3 on an in-process mot
 with `serve --queue` and CPU workers (`python -m backend_remote worker --device cpu`), then:
 
   1. one worker: a warm-up job, then `--jobs` jobs submitted at once -> jobs per minute;
-  2. a second worker joins: the same jobs again -> jobs per minute, and the ratio to 1 worker.
+  2. a second worker joins: the same jobs again -> jobs per minute, and the ratio to 1 worker;
+     1 and 2 run alternately `--rounds` times (medians), so drifting load on a shared machine hits both.
      Both workers share this machine's cores, so the ratio says how well the farm spreads work,
      bounded by the CPU (on 2 cores with a multi-threaded pipeline it cannot reach 2);
-  3. `--latency-jobs` jobs one at a time on an idle worker, /status polled every 10 ms: added latency
+  3. `--latency-jobs` jobs one at a time on the idle first worker, /status polled every 10 ms: added latency
      = end to end seen by the client - the worker's time on the job (from its "started" to its
      "outcome" event, both stamped by Redis in the stream ids). It covers the HTTP submit, SQLite,
      the Celery hand-off, the events back and the /status that sees COMPLETED (target <= 0.2 s).
@@ -81,6 +82,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--latency-jobs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of 1 and 2 workers (medians reported)")
     parser.add_argument("--face-count", type=int, default=2000)
     parser.add_argument("--texture-size", type=int, default=256)
     parser.add_argument("--octree-resolution", type=int, default=64)
@@ -94,36 +96,44 @@ def main(argv=None):
         redis = RedisServer(os.path.join(work, "redis")).start()
         client = redis.client()
         moto = MotoS3()
-        workers = []
-        server = None
+        first = second = server = None
+        one_runs, two_runs = [], []
         try:
-            workers.append(WorkerProcess(redis.url, STORAGE, moto.env, work, "b1@bench").start().wait_ready(client))
+            first = WorkerProcess(redis.url, STORAGE, moto.env, work, "b1@bench").start().wait_ready(client)
             server = ServerProcess(os.path.join(work, "server"), storage=STORAGE, env=dict(moto.env, **FARM_ENV),
                                    extra_args=["--queue", redis.url, "--log-level", "warning"]).start()
             with server.client() as api:
                 run_batch(api, [sphere_request(seed=999, **params)])             # warm-up: first-job costs
-                one_s, _ids = run_batch(api, requests)
-                workers.append(WorkerProcess(redis.url, STORAGE, moto.env, work, "b2@bench").start()
-                               .wait_ready(client))
-                run_batch(api, [sphere_request(seed=998, **params)] * 2)        # warm the second one too
-                two_s, _ids = run_batch(api, requests)
-                workers.pop().stop()                                            # latency on one idle worker
+                # 1 and 2 workers alternate, so a change in the machine's load hits both alike.
+                for _round in range(args.rounds):
+                    one_runs.append(run_batch(api, requests)[0])
+                    client.delete("gen3d:worker:b2@bench")
+                    second = WorkerProcess(redis.url, STORAGE, moto.env, work, "b2@bench").start().wait_ready(client)
+                    run_batch(api, [sphere_request(seed=998, **params)] * 2)    # its first-job costs
+                    two_runs.append(run_batch(api, requests)[0])
+                    second.stop()
+                    second = None
                 latency = [one_job_latency(api, client, sphere_request(seed=500 + i, **params))
                            for i in range(args.latency_jobs)]
         finally:
             if server:
                 server.stop()
-            for worker in workers:
-                worker.stop()
+            for worker in (first, second):
+                if worker:
+                    worker.stop()
             redis.stop()
             moto.stop()
+    one_s, two_s = statistics.median(one_runs), statistics.median(two_runs)
 
     one_rate, two_rate = args.jobs / one_s * 60, args.jobs / two_s * 60
     added = [item["added_s"] for item in latency]
     result = {
         "params": params, "jobs": args.jobs, "cpu_cores": os.cpu_count(),
-        "one_worker": {"seconds": round(one_s, 2), "jobs_per_min": round(one_rate, 2)},
-        "two_workers": {"seconds": round(two_s, 2), "jobs_per_min": round(two_rate, 2)},
+        "one_worker": {"seconds": round(one_s, 2), "jobs_per_min": round(one_rate, 2),
+                       "runs_s": [round(x, 2) for x in one_runs]},
+        "two_workers": {"seconds": round(two_s, 2), "jobs_per_min": round(two_rate, 2),
+                        "runs_s": [round(x, 2) for x in two_runs]},
+        "load_average": os.getloadavg(),
         "ratio_two_to_one": round(two_rate / one_rate, 3),
         "latency": [{k: round(v, 4) for k, v in item.items()} for item in latency],
         "added_latency_median_s": round(statistics.median(added), 4),
@@ -132,8 +142,10 @@ def main(argv=None):
     }
     print("%d jobs (%d faces, %d px textures, octree %d) on %d CPU cores" % (
         args.jobs, args.face_count, args.texture_size, args.octree_resolution, os.cpu_count()))
-    print("  1 worker : %6.2f s  %6.2f jobs/min" % (one_s, one_rate))
-    print("  2 workers: %6.2f s  %6.2f jobs/min  (ratio %.2f)" % (two_s, two_rate, two_rate / one_rate))
+    print("  1 worker : %6.2f s  %6.2f jobs/min  (runs %s s)" % (one_s, one_rate, ", ".join("%.1f" % x for x in one_runs)))
+    print("  2 workers: %6.2f s  %6.2f jobs/min  (runs %s s; ratio %.2f)" % (
+        two_s, two_rate, ", ".join("%.1f" % x for x in two_runs), two_rate / one_rate))
+    print("  load average at the end: %.1f %.1f %.1f (other work on the machine skews the ratio)" % os.getloadavg())
     print("queue's added latency per job (%d jobs, one idle worker): median %.3f s, max %.3f s (target <= %.1f s: "
           "%s)" % (len(added), statistics.median(added), max(added), TARGET_LATENCY_S,
                    "met" if statistics.median(added) <= TARGET_LATENCY_S else "MISSED"))

@@ -1,10 +1,16 @@
 """Headless batch: generate and import several images without the UI.
 
     blender -b [scene.blend] -P blender_addon/batch.py -- IMAGES... --out DIR [--backend local|remote]
-        [--engine E] [--save-blend FILE] [--python PY] [--backend-dir DIR] [--device auto|cpu|cuda] ...
+        [--engine E] [--save-blend FILE] [--python PY] [--backend-dir DIR] [--device auto|cpu|cuda]
+        [--format glb,obj,ply,usdz] ...
 
-Each image becomes <DIR>/<image name>/ (the job folder) and an object in a grid; DIR/summary.json
-lists what happened to each image. The exit code is 0 when every image was generated and imported,
+Each image becomes <DIR>/<image name>/ (the job folder) and an object standing on the ground (z = 0),
+the objects in a row along X that do not overlap; DIR/summary.json lists what happened to each image,
+the mesh files of each result, and the saved .blend's Gen3D job list holds the batch's jobs (Re-import, Open Folder work there). The
+startup scene's default Cube, Camera and Light are removed unless --keep-scene (a .blend given on
+the command line is always kept). --format: the backend writes
+obj (+ mtl) and ply next to the GLB; usdz is this Blender's USD exporter run on the imported object
+(its material as UsdPreviewSurface, the textures packed in), written to <job folder>/mesh.usdz. The exit code is 0 when every image was generated and imported,
 1 otherwise (2 for bad arguments). Background Blender has no timer loop, so this script pumps the
 add-on's job queue itself.
 
@@ -18,7 +24,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -26,6 +31,11 @@ import traceback
 
 ADDON_NAME = "gen3d"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+USDZ_FILE = "mesh.usdz"
+
+
+class UsageError(Exception):
+    """A bad command line found once the add-on (and so the contract) is loaded: exit EXIT_USAGE."""
 
 
 VIEW_NAMES = ("right", "back", "left")
@@ -78,8 +88,13 @@ def parse_args(argv):
     parser.add_argument("--no-texture", action="store_true")
     parser.add_argument("--no-remove-background", action="store_true")
     parser.add_argument("--target-size", type=float, default=None, help="largest side of each object (default 1)")
-    parser.add_argument("--spacing", type=float, default=None, help="grid spacing (default 1.5 x target size)")
+    parser.add_argument("--spacing", type=float, default=None,
+                        help="gap between neighbours in the row (default 0.25 x target size)")
+    parser.add_argument("--keep-scene", action="store_true",
+                        help="keep the startup scene's default objects (Cube, Camera, Light)")
     parser.add_argument("--ao-into-base-color", action="store_true")
+    parser.add_argument("--format", default="glb", metavar="LIST",
+                        help="mesh files per result, comma-separated: glb (always), obj, ply, usdz")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     return parser.parse_args(argv)
 
@@ -113,9 +128,58 @@ def request_fields(args):
     return fields
 
 
-def grid_location(index, count, spacing):
-    columns = max(1, math.ceil(math.sqrt(count)))
-    return (index % columns) * spacing, -(index // columns) * spacing, 0.0
+def clear_startup_scene(bpy):
+    """Remove the startup file's objects (and the data only they used), so the batch starts empty."""
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj)
+    for collection in (bpy.data.meshes, bpy.data.cameras, bpy.data.lights, bpy.data.materials):
+        for block in list(collection):
+            if block.users == 0:
+                collection.remove(block)
+
+
+def usd_exporter_available(bpy):
+    """Debian's Blender 3.4 and other builds without USD have no wm.usd_export operator."""
+    try:
+        bpy.ops.wm.usd_export.get_rna_type()
+    except (AttributeError, KeyError):
+        return False
+    return True
+
+
+def export_usdz(bpy, obj, path):
+    """Write `obj` alone to a .usdz with Blender's USD exporter: its material as UsdPreviewSurface with
+    the textures packed into the archive, Y up (USD's and AR viewers' usual axis), base on the origin."""
+    known = bpy.ops.wm.usd_export.get_rna_type().properties.keys()
+    options = dict(filepath=path, selected_objects_only=True, export_materials=True, generate_preview_surface=True,
+                   export_uvmaps=True, export_normals=True, export_animation=False)
+    # Options whose names changed across 3.x-4.5: pass the ones this Blender has.
+    optional = {"convert_orientation": True, "export_global_up_selection": "Y",
+                "export_global_forward_selection": "NEGATIVE_Z", "export_lights": False, "export_cameras": False}
+    if "export_textures_mode" in known:
+        optional["export_textures_mode"] = "NEW"
+    else:
+        optional["export_textures"] = True
+    options.update({key: value for key, value in optional.items() if key in known})
+    view_layer = bpy.context.view_layer
+    selected, active, location = list(bpy.context.selected_objects), view_layer.objects.active, obj.location.copy()
+    try:
+        for other in selected:
+            other.select_set(False)
+        obj.select_set(True)
+        view_layer.objects.active = obj
+        obj.location = (0.0, 0.0, 0.0)      # each file on its own origin, not at its place in the grid
+        result = bpy.ops.wm.usd_export(**options)
+    finally:
+        obj.location = location
+        obj.select_set(False)
+        for other in selected:
+            other.select_set(True)
+        view_layer.objects.active = active
+    if "FINISHED" not in result or not os.path.isfile(path):
+        raise RuntimeError("Blender's USD exporter did not write %s" % path)
+    return path
+
 
 
 class Batch:
@@ -128,6 +192,9 @@ class Batch:
         self.args = args
         self.contract, self.jobs, self.importer, self.images = sub("contract"), sub("jobs"), sub("importer"), \
             sub("images")
+        if not hasattr(bpy.types.Scene, "gen3d"):   # from the source tree: register, for the saved job list
+            addon.register()
+        self.session = sub("session")
         settings_module, prefs_module = sub("settings"), (sub("prefs") if installed else None)
         prefs = prefs_module.get_prefs() if installed else None
         base = prefs_module.backend_settings(prefs) if installed else settings_module.BackendSettings()
@@ -144,9 +211,12 @@ class Batch:
         self.import_options = settings_module.ImportSettings(
             place_at_cursor=False, target_size=target,
             ao_into_base_color=args.ao_into_base_color or base_import.ao_into_base_color)
-        self.spacing = args.spacing if args.spacing is not None else 1.5 * (target or 2.0)
+        self.gap = args.spacing if args.spacing is not None else 0.25 * (target or 2.0)
+        self._next_x = 0.0                # where the row's next object starts
+        self.formats = self._check_formats(args.format)
         self.manager = self.jobs.JobManager()
         self.manager.on_change.append(self._show_progress)
+        self.manager.on_change.append(self.session.sync_job)      # the scene's job list, saved with the file
         self.manager.on_finished.append(self._finished)
         self.addon = {"module": addon.__name__, "path": os.path.dirname(os.path.abspath(addon.__file__)),
                       "installed": installed}
@@ -154,15 +224,31 @@ class Batch:
         self._row_of_job = {}
         self._last_line = {}
 
+    def _check_formats(self, text):
+        names = [name.strip().lower() for name in text.split(",") if name.strip()]
+        request = self.contract.request
+        known = request.MESH_FORMATS + request.ADDON_FORMATS
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise UsageError("--format: %r is not a format; choose among %s" % (unknown[0], ", ".join(known)))
+        if "usdz" in names and not usd_exporter_available(self.bpy):
+            raise UsageError("--format usdz needs Blender's USD exporter, which this Blender (%s) lacks (Debian's "
+                             "package is built without USD). Run the batch with Blender 4.2 or later from "
+                             "blender.org." % self.bpy.app.version_string)
+        return names
+
     def _row(self, image):
         row = {"image": image, "name": None, "status": "FAILED", "job_dir": None, "object": None, "error": None,
-               "seconds": 0.0}
+               "seconds": 0.0, "files": {}}
         self.rows.append(row)
         return row
 
     def submit_all(self):
         used = set()
         request = request_fields(self.args)
+        backend_formats = [name for name in self.formats if name in self.contract.request.MESH_FORMATS]
+        if set(backend_formats) - {"glb"}:
+            request["formats"] = backend_formats
         for image in self.args.images:
             row = self._row(os.path.abspath(image))
             try:
@@ -195,18 +281,43 @@ class Batch:
         if job.status == self.jobs.FAILED:
             row["error"] = job.error
         elif job.status == self.jobs.COMPLETED:
-            index = self.rows.index(row)
             try:
                 obj = self.importer.import_result(self.bpy.context, job.job_dir, name=job.name,
-                                                  options=self.import_options,
-                                                  location=grid_location(index, len(self.rows), self.spacing))
-                row["object"] = obj.name
+                                                  options=self.import_options, location=(0.0, 0.0, 0.0))
+                self._line_up(obj)
+                row["object"] = job.data["object_name"] = obj.name
+                self._record_files(row, job.job_dir, obj)
             except self.contract.Gen3DError as exc:
                 row["status"], row["error"] = "FAILED", exc.to_dict()["error"]
+                job.data["import_error"] = "Import failed: %s" % exc.message
+        self.session.sync_job(job, force=True)
         print("gen3d batch: %s: %s%s" % (job.name, row["status"].lower(),
                                          (" - " + row["error"]["message"]) if row["error"] else ""), flush=True)
 
+    def _line_up(self, obj):
+        """Move obj (standing on the ground at the origin) to the row's next free place along X."""
+        low, high = self.importer.world_bounds(obj)
+        obj.location.x += self._next_x - low.x
+        self._next_x += (high.x - low.x) + self.gap
+        self.bpy.context.view_layer.update()
+
+    def _record_files(self, row, job_dir, obj):
+        """row["files"]: {format: path} of the result's mesh files, the usdz exported here when asked for."""
+        manifest = self.contract.manifest.read_manifest(job_dir)
+        formats = manifest["mesh"].get("formats") or {"glb": manifest["mesh"]["file"]}
+        row["files"] = {name: os.path.join(job_dir, file) for name, file in formats.items()}
+        if "usdz" in self.formats:
+            try:
+                row["files"]["usdz"] = export_usdz(self.bpy, obj, os.path.join(job_dir, USDZ_FILE))
+            except (RuntimeError, OSError) as exc:
+                errors = self.contract.errors
+                raise self.contract.Gen3DError(errors.INTERNAL, "The USDZ export of %s failed (%s). The GLB in %s "
+                                               "is fine; export it from Blender by hand (File > Export > Universal "
+                                               "Scene Description)." % (obj.name, exc, job_dir), retryable=False)
+
     def run(self):
+        if not self.args.keep_scene and not self.bpy.data.filepath:
+            clear_startup_scene(self.bpy)
         self.submit_all()
         try:
             finished = self.manager.wait(timeout=self.args.timeout)
@@ -243,6 +354,9 @@ def main(argv=None):
     started = time.time()
     try:
         code = Batch(args, *load_addon()).run()
+    except UsageError as exc:
+        print("gen3d batch: %s" % exc, file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except Exception:                     # Blender would print this and still exit 0
         traceback.print_exc()
         return EXIT_FAILED

@@ -52,6 +52,10 @@ close()
     add-on is disabled, Blender exits or the backend settings change, possibly while run() is still
     running on the job thread: run() must then return (raising) within 2 seconds. Idempotent.
 
+detach()
+    Called instead of close() when Blender exits: the local worker completes the job it holds and
+    then exits, so its result is in the job folder when the file is opened again. Default: close().
+
 status()
     A short line for the panel, e.g. "worker ready (cpu, pid 4242)". Optional.
 
@@ -77,6 +81,10 @@ class JobClient:
 
     def close(self):
         pass
+
+    def detach(self):
+        """Blender is closing: let the backend finish the job it holds if it can; default close()."""
+        self.close()
 
     def status(self):
         return ""

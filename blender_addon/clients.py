@@ -34,9 +34,12 @@ def _remote_client_class():
             raise Gen3DError(errors.ENGINE_UNAVAILABLE, "This build of the Gen3D add-on has no remote backend "
                              "(remote_client.py is missing). Use the Local backend or install a newer build.",
                              stage="queued", retryable=False)
+        hint = ""
+        if exc.name == "requests":       # Debian's blender package uses the system Python's modules
+            hint = " On Debian/Ubuntu: sudo apt-get install python3-requests, then restart Blender."
         raise Gen3DError(errors.ENGINE_UNAVAILABLE, "The remote backend needs the Python module '%s', which this "
-                         "Blender does not have. Use the Local backend, or a Blender that bundles it."
-                         % exc.name, stage="queued", retryable=False)
+                         "Blender does not have.%s Or use the Local backend, or a Blender from blender.org (it "
+                         "bundles it)." % (exc.name, hint), stage="queued", retryable=False)
     client = getattr(module, "RemoteClient", None)
     if client is None:
         raise Gen3DError(errors.ENGINE_UNAVAILABLE, "remote_client.py defines no RemoteClient; the add-on build "

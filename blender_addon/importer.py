@@ -180,6 +180,10 @@ def import_result(context, path, name=None, options=None, location=None):
         for mesh_obj in meshes:
             mesh_obj.data.materials.clear()
             mesh_obj.data.materials.append(material)
+        if options.pack_textures:
+            for node in material.node_tree.nodes:
+                if node.bl_idname == "ShaderNodeTexImage" and node.image is not None:
+                    node.image.pack()
         for block in importer_leftovers:
             (bpy.data.materials if isinstance(block, bpy.types.Material) else bpy.data.images).remove(block)
         _size(obj, options.target_size)

@@ -168,17 +168,24 @@ class JobManager:
         self.pump()
         return True
 
-    def shutdown(self, timeout=3.0):
-        """Cancel everything, stop the job thread and close the clients (worker processes)."""
+    def shutdown(self, timeout=3.0, finish_running=False):
+        """Cancel everything, stop the job thread and close the clients (worker processes).
+        finish_running (Blender exits): queued jobs are cancelled but the running ones are left to
+        complete in their backend, which then exits; their result folders are imported next time."""
         with self._cond:
             self._stopping = True
             pending, self._pending = list(self._pending), collections.deque()
             self._cond.notify_all()
+        for job in pending:
+            self._apply(job, "cancelled", {"stage": "queued"})
+        if finish_running:
+            for client in list(self._clients.values()):
+                client.detach()
+            self._clients.clear()
+            return
         for job in self.jobs.values():
             if job.active:
                 job.cancel_event.set()
-        for job in pending:
-            self._apply(job, "cancelled", {"stage": "queued"})
         for client in list(self._clients.values()):
             client.close()
         self._clients.clear()
@@ -211,8 +218,8 @@ class JobManager:
             if kind == "completed":
                 job.status, job.progress, job.message = COMPLETED, 1.0, "done"
             elif kind == "cancelled":
-                job.status, job.message = CANCELLED, "cancelled"
                 job.stage = data.get("stage") or job.stage
+                job.status, job.message = CANCELLED, "during %s" % job.stage
             else:
                 job.status, job.error = FAILED, data["error"]
                 job.message = job.error.get("message") or "failed"

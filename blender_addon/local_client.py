@@ -150,3 +150,10 @@ class LocalClient(JobClient):
             worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop()
+
+    def detach(self):
+        with self._lock:
+            self._closed = True
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.detach()

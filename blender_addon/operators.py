@@ -5,6 +5,7 @@ traceback dialog appears and, with nothing changed, no undo step is pushed.
 """
 
 import os
+import shutil
 import sys
 import traceback
 
@@ -18,8 +19,8 @@ from .prefs import backend_settings, get_prefs, import_settings
 from .props import request_fields
 
 
-def fail(operator, context, text):
-    session.show_message(context.scene, text, error=True)
+def fail(operator, context, text, source="generate"):
+    session.show_message(context.scene, text, error=True, source=source)
     operator.report({"ERROR"}, text)
     return {"CANCELLED"}
 
@@ -41,7 +42,8 @@ def start_generation(operator, context, filepath=""):
         traceback.print_exc(file=sys.stderr)
         return fail(operator, context, "Gen3D: unexpected error (%s: %s); see the system console."
                     % (type(exc).__name__, exc))
-    session.show_message(context.scene, "Generating %s (%s backend)." % (name, settings.backend.lower()))
+    session.show_message(context.scene, "Generating %s (%s backend)." % (name, settings.backend.lower()),
+                         source="job:" + job.job_id)
     operator.report({"INFO"}, "Gen3D: generating %s" % name)
     session.sync_job(job)
     warm_up()
@@ -55,7 +57,7 @@ class GEN3D_OT_generate(bpy.types.Operator):
     bl_label = "Generate"
     bl_options = {"REGISTER"}
 
-    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"},
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"},
                              description="Image file to use instead of the sidebar's choice")
 
     def execute(self, context):
@@ -69,7 +71,7 @@ class GEN3D_OT_generate_dropped(bpy.types.Operator):
     bl_label = "Generate 3D Object"
     bl_options = {"REGISTER", "INTERNAL"}
 
-    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"})
 
     def invoke(self, context, _event):
         if not self.filepath:
@@ -111,8 +113,9 @@ class GEN3D_OT_import_result(bpy.types.Operator):
     bl_label = "Import Gen3D Result"
     bl_options = {"REGISTER", "UNDO"}
 
-    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE"})
-    job_id: StringProperty(options={"SKIP_SAVE"})
+    # Hidden from the F9 redo panel: raw paths and ids are not something to edit there.
+    filepath: StringProperty(subtype="FILE_PATH", options={"SKIP_SAVE", "HIDDEN"})
+    job_id: StringProperty(options={"SKIP_SAVE", "HIDDEN"})
     # Set when a job has just finished: import with the options and cursor of when it was started.
     # Otherwise (Re-import) the current preferences and cursor apply.
     on_completion: BoolProperty(options={"SKIP_SAVE", "HIDDEN"})
@@ -147,13 +150,13 @@ class GEN3D_OT_import_result(bpy.types.Operator):
             if job is not None and self.on_completion:
                 job.data["import_error"] = "Import failed: %s" % exc.message
                 session.sync_job(job)
-            return fail(self, context, "Gen3D: %s" % exc.message)
+            return fail(self, context, "Gen3D: %s" % exc.message, source="import")
         if job is not None:
             job.data["object_name"] = obj.name
             session.sync_job(job)
         elif item is not None:
             item.status, item.object_name, item.message = "COMPLETED", obj.name, "re-imported"
-        session.show_message(context.scene, "Imported %s." % obj.name)
+        session.show_message(context.scene, "Imported %s." % obj.name, source="import")
         self.report({"INFO"}, "Gen3D: imported %s" % obj.name)
         return {"FINISHED"}
 
@@ -181,6 +184,10 @@ class GEN3D_OT_open_folder(bpy.types.Operator):
             if not parent or not os.path.isdir(parent):
                 return fail(self, context, "Gen3D: the folder %s does not exist (any more)." % (folder or "?"))
             folder = parent
+        if sys.platform.startswith("linux") and not shutil.which("xdg-open"):
+            # Blender's path_open needs xdg-open here and does nothing without it.
+            return fail(self, context, "Gen3D: no program to open folders was found (xdg-open; Debian/Ubuntu: "
+                        "sudo apt-get install xdg-utils). The folder is %s" % folder, source="folder")
         bpy.ops.wm.path_open(filepath=folder)
         return {"FINISHED"}
 
@@ -201,6 +208,7 @@ class GEN3D_OT_remove_job(bpy.types.Operator):
                 if item.status in ("QUEUED", "RUNNING") and session.manager is not None:
                     session.manager.cancel(self.job_id)
                 jobs.remove(index)
+                session.clear_message(context.scene, "job:" + self.job_id)
                 context.scene.gen3d.job_index = min(context.scene.gen3d.job_index, len(jobs) - 1)
                 return {"FINISHED"}
         return {"CANCELLED"}
@@ -241,7 +249,7 @@ class GEN3D_OT_clear_message(bpy.types.Operator):
     bl_options = {"REGISTER", "INTERNAL"}
 
     def execute(self, context):
-        context.scene.gen3d.message = ""
+        context.scene.gen3d.message = context.scene.gen3d.message_source = ""
         return {"FINISHED"}
 
 

@@ -15,7 +15,13 @@ ADDON_ID = __package__
 
 
 def default_output_dir():
-    return os.path.join(bpy.utils.user_resource("DATAFILES"), "gen3d", "jobs")
+    """Beside the saved .blend (//gen3d/), else Gen3D in the user's Documents (or home) folder: visible,
+    and the same for every Blender version."""
+    if bpy.data.filepath:
+        return os.path.join(os.path.dirname(bpy.data.filepath), "gen3d")
+    home = os.path.expanduser("~")
+    documents = os.path.join(home, "Documents")
+    return os.path.join(documents if os.path.isdir(documents) else home, "Gen3D")
 
 
 def _python_changed(self, context):
@@ -57,12 +63,15 @@ class GEN3D_AP_preferences(bpy.types.AddonPreferences):
                             description="Sent as a bearer token to the endpoint")
     output_dir: StringProperty(
         name="Output folder", subtype="DIR_PATH", default="",
-        description="Where job folders go. Empty: the gen3d folder in Blender's user data folder")
+        description="Where job folders go. Empty: gen3d/ beside the saved .blend, else Documents/Gen3D")
     place_at_cursor: BoolProperty(name="Place at 3D cursor", default=True,
                                   description="Put new objects at the 3D cursor (else at the world origin)")
     target_size: FloatProperty(
         name="Target size", default=1.0, min=0.0, soft_max=50.0, subtype="DISTANCE",
         description="Largest side of an imported object; 0 keeps the generated size (2 units)")
+    pack_textures: BoolProperty(
+        name="Pack textures", default=False,
+        description="Store the texture maps inside the .blend (it no longer needs the job folder)")
     ao_into_base_color: BoolProperty(
         name="AO into base colour", default=False,
         description="Multiply ambient occlusion into the base colour (the AO map is always kept as a node)")
@@ -94,6 +103,7 @@ class GEN3D_AP_preferences(bpy.types.AddonPreferences):
         col.prop(self, "place_at_cursor")
         col.prop(self, "target_size")
         col.prop(self, "ao_into_base_color")
+        col.prop(self, "pack_textures")
 
 
 def online_access():
@@ -125,7 +135,7 @@ def import_settings(prefs=None):
     if prefs is None:
         return ImportSettings()
     return ImportSettings(place_at_cursor=prefs.place_at_cursor, target_size=prefs.target_size,
-                          ao_into_base_color=prefs.ao_into_base_color)
+                          ao_into_base_color=prefs.ao_into_base_color, pack_textures=prefs.pack_textures)
 
 
 classes = (GEN3D_AP_preferences,)

@@ -2,10 +2,10 @@
 
 import bpy
 
-from . import file_handler, operators, prefs, props, session, setup_ui, ui
+from . import file_handler, operators, prefs, props, session, setup_ui, texture_existing, ui
 
-_CLASSES = (prefs.classes + props.classes + operators.classes + setup_ui.classes + ui.classes
-            + file_handler.classes)
+_CLASSES = (prefs.classes + props.classes + operators.classes + texture_existing.classes + setup_ui.classes
+            + ui.classes + file_handler.classes)
 
 
 def register():

@@ -8,13 +8,20 @@ A COMPLETED job's output is the manifest with a URL per file: every file is down
 timeout, checked against the manifest's size and sha256, and the finished folder (meta.json written
 last) is renamed into place. Cancel sends POST /cancel/{id}.
 
-Network errors and 429/5xx answers are retried with exponential backoff for up to `network_patience`
-seconds, then the job fails with a message naming the endpoint and what went wrong. POST /run is
-only retried when the request surely never left this machine, so a job is never submitted twice.
+Network errors and 429/5xx answers are retried with exponential backoff (with jitter) for up to
+`network_patience` seconds, then the job fails with a message naming the endpoint and what went
+wrong, and the remote job is cancelled (it would keep running, and billing, unwatched). A
+Retry-After header is honoured, for as long as it says (up to the job's own time limit). POST /run
+is resent only when the request surely never left this machine, or after a 429 (refused, not
+queued): never after a 5xx, which may have queued it, so a job is never submitted twice.
 
-The staging folder (<parent>/.<name>.remote-<job_id>) remembers the remote job id: running the same
-job again picks up that remote job instead of submitting a new one, and files already downloaded
-with the right sha256 are never downloaded again.
+The staging folder (<parent>/.<name>.remote, one per output folder whatever the add-on's job id)
+holds .gen3d-remote.json with the endpoint, the remote job id and a digest of the request: running
+the same request into the same folder again, even after a Blender restart, resumes that remote job
+instead of submitting a new one, and files already downloaded with the right sha256 are never
+downloaded again. The finished folder keeps that record, so a later run reuses the result only for
+the same request and endpoint; any other request (another engine, other settings) runs anew and
+replaces the earlier result.
 
 Runs on the add-on's job thread: stdlib and requests only, never bpy. Each blocking HTTP call runs
 on a helper thread so Cancel and close() take effect within a fraction of a second.
@@ -22,9 +29,11 @@ on a helper thread so Cancel and close() take effect within a fraction of a seco
 
 import ast
 import base64
+import email.utils
 import hashlib
 import json
 import os
+import random
 import shutil
 import threading
 import time
@@ -43,6 +52,7 @@ CHUNK_BYTES = 256 * 1024
 STOP_CHECK_S = 0.1
 CANCEL_REQUEST_S = 1.5          # how long Cancel waits for POST /cancel before reporting the job cancelled
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+MAX_RETRY_AFTER_S = 600.0       # a longer Retry-After is waited in steps of this (within the job's time limit)
 FAILED_STATUSES = ("FAILED", "TIMED_OUT", "CANCELLED")
 
 
@@ -58,10 +68,21 @@ def endpoint_base(url):
     return url
 
 
+def _file_base64(path, what):
+    try:
+        with open(path, "rb") as handle:
+            return base64.b64encode(handle.read()).decode("ascii")
+    except OSError as exc:
+        raise Gen3DError(errors.INVALID_INPUT, "Cannot read the %s %s (%s)." % (what, path, exc.strerror or exc),
+                         stage="queued", retryable=False)
+
+
 def wire_request(request):
     """The request as an endpoint accepts it: the local image files (the main image and any views)
     become base64 `image`."""
-    data = {key: value for key, value in request.items() if value is not None and key != "image_path"}
+    data = {key: value for key, value in request.items() if value is not None and key not in ("image_path", "mesh_path")}
+    if request.get("mesh_path"):      # "Texture selected object": the mesh travels inline too
+        data["mesh"] = _file_base64(request["mesh_path"], "mesh")
     path = request.get("image_path")
     if path:
         data["image"] = _base64_file(path)
@@ -139,6 +160,25 @@ def _describe(exc):
     return text or type(exc).__name__
 
 
+def retry_after_s(response):
+    """Seconds a 429/503's Retry-After asks for (a number or an HTTP date), or None."""
+    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when is not None else None
+
+
+def _jittered(seconds):
+    """Spread retries of many clients so they do not all come back at the same instant."""
+    return seconds * random.uniform(1.0, 1.25)
+
+
 def _safe_file_name(name):
     return (isinstance(name, str) and name == os.path.basename(name) and "\\" not in name
             and name not in ("", ".", "..") and not name.startswith(".") and name != manifests.META_FILE)
@@ -208,7 +248,10 @@ class RemoteClient(JobClient):
             job.discard_staging()
             raise cancelled(job.stage)
         except Gen3DError as exc:
-            if not exc.retryable:
+            if job.remote_live:           # we stop watching it: do not leave it running (and billing)
+                job.stop_remote()
+                job.discard_staging()
+            elif not exc.retryable:
                 job.discard_staging()     # a retry could not use what is there
             raise
         except OSError as exc:            # disk full, folder not writable...
@@ -228,8 +271,8 @@ class _RemoteJob:
         self.job_id = job_id
         self.request = request
         self.job_dir = os.path.abspath(job_dir)
-        self.staging = os.path.join(os.path.dirname(self.job_dir), ".%s.remote-%s"
-                                    % (os.path.basename(self.job_dir), job_id))
+        # Named after the output folder only, so a run after a Blender restart (a new job id) finds it.
+        self.staging = os.path.join(os.path.dirname(self.job_dir), ".%s.remote" % os.path.basename(self.job_dir))
         self.emit = emit
         self.cancel_event = cancel_event
         self.session = requests.Session()
@@ -238,6 +281,7 @@ class _RemoteJob:
         self.downloads = requests.Session()
         self.downloads.headers.update({"User-Agent": "Gen3D-Blender"})
         self.remote_id = None
+        self.remote_live = False          # submitted and not known to have ended
         self.stage = "queued"
         self.progress = 0.0
         self.message = ""
@@ -245,25 +289,48 @@ class _RemoteJob:
 
     # flow -------------------------------------------------------------------------------------
     def run(self):
-        if os.path.isfile(os.path.join(self.job_dir, manifests.META_FILE)) and self._complete(self.job_dir):
-            return                                    # already downloaded: nothing to do
+        if self._recorded_id(self.job_dir) is not None and self._complete(self.job_dir):
+            return                                    # this request's result is already here
+        self._check_output_folder()
         os.makedirs(self.staging, exist_ok=True)
-        self.remote_id = self._resumable_id()
+        self.remote_id = self._recorded_id(self.staging)
         if self.remote_id is not None and not self._still_usable(self.remote_id):
             self.remote_id = None                     # that remote job is gone or failed: submit again
         if self.remote_id is None:
             self._report("queued", 0.0, "sending the image to %s" % self._host())
             self.remote_id = self._submit()
+        self.remote_live = True
         manifest = self._wait()
         self._download_all(manifest)
         manifests.write_manifest(self.staging, _without_urls(manifest))
-        os.remove(os.path.join(self.staging, STATE_FILE))
+        self._publish()
+        self._report("upload", 1.0, "downloaded")
+
+    def _check_output_folder(self):
+        """Before any GPU time is spent: the output folder is new, empty or an earlier Gen3D result."""
+        if os.path.exists(self.job_dir) and not os.path.isdir(self.job_dir):
+            raise Gen3DError(errors.INVALID_INPUT, "The output path %s is a file, not a folder." % self.job_dir,
+                             stage="queued", retryable=False)
+        if (os.path.isdir(self.job_dir) and os.listdir(self.job_dir)
+                and not os.path.isfile(os.path.join(self.job_dir, manifests.META_FILE))):
+            raise Gen3DError(errors.INVALID_INPUT, "The output folder %s already holds other files; choose an empty "
+                             "or new folder." % self.job_dir, stage="queued", retryable=False)
+
+    def _publish(self):
+        """Move the finished staging folder into place; an earlier result there is replaced (renamed
+        away first, deleted once the new one is in place)."""
+        old = self.staging + ".old"
         try:
+            shutil.rmtree(old, ignore_errors=True)
+            if os.path.isdir(self.job_dir):
+                os.rename(self.job_dir, old)
             os.rename(self.staging, self.job_dir)
         except OSError as exc:
+            if os.path.isdir(old) and not os.path.exists(self.job_dir):
+                os.rename(old, self.job_dir)          # put the earlier result back
             raise Gen3DError(errors.STORAGE, "Cannot move the downloaded result into %s (%s). Check the output "
-                             "folder." % (self.job_dir, exc.strerror or exc), stage="upload", retryable=False)
-        self._report("upload", 1.0, "downloaded")
+                             "folder." % (self.job_dir, exc.strerror or exc), stage="upload", retryable=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _complete(self, folder):
         try:
@@ -281,14 +348,16 @@ class _RemoteJob:
     def _request_digest(self):
         return hashlib.sha256(json.dumps(self.request, sort_keys=True).encode("utf-8")).hexdigest()
 
-    def _resumable_id(self):
-        """The remote job an earlier run of this job submitted, if it is for the same request and endpoint."""
+    def _recorded_id(self, folder):
+        """The remote job recorded in `folder` (staging or a finished result), if it was for this
+        same request and endpoint; None otherwise."""
         try:
-            with open(self._state_path(), "r", encoding="utf-8") as handle:
+            with open(os.path.join(folder, STATE_FILE), "r", encoding="utf-8") as handle:
                 state = json.load(handle)
         except (OSError, ValueError):
             return None
-        if state.get("endpoint") == self.client.base_url and state.get("request") == self._request_digest():
+        if (isinstance(state, dict) and state.get("endpoint") == self.client.base_url
+                and state.get("request") == self._request_digest()):
             return state.get("remote_id") or None
         return None
 
@@ -302,6 +371,10 @@ class _RemoteJob:
 
     def _submit(self):
         response = self._call("POST", "/run", {"input": wire_request(self.request)}, resend_safe=False)
+        if response.status_code >= 500:
+            raise Gen3DError(errors.INTERNAL, "The endpoint %s answered HTTP %d while taking the job; it was not "
+                             "sent again, since it may have been queued there anyway. Generate again in a moment."
+                             % (self._host(), response.status_code), stage="queued", retryable=True)
         body = self._json(response, "submitting the job")
         remote_id = body.get("id")
         if not isinstance(remote_id, str) or not remote_id:
@@ -325,6 +398,8 @@ class _RemoteJob:
                                  stage=self.stage, retryable=True)
             body = self._status()
             state = body.get("status")
+            if state == "COMPLETED" or state in FAILED_STATUSES:
+                self.remote_live = False
             if state == "COMPLETED":
                 return self._checked_manifest(body.get("output"))
             if state in FAILED_STATUSES:
@@ -338,6 +413,7 @@ class _RemoteJob:
     def _status(self):
         response = self._call("GET", "/status/%s" % self.remote_id)
         if response.status_code == 404:
+            self.remote_live = False
             raise Gen3DError(errors.INTERNAL, "The endpoint no longer knows job %s (it may have expired or the server "
                              "lost it). Generate again." % self.remote_id, stage=self.stage, retryable=True)
         return self._json(response, "asking for the job's status")
@@ -471,7 +547,9 @@ class _RemoteJob:
 
     # HTTP -------------------------------------------------------------------------------------
     def _call(self, method, path, body=None, resend_safe=True):
-        """One API call with retries on network errors and 429/5xx for up to `network_patience`."""
+        """One API call with retries on network errors and 429/5xx for up to `network_patience`
+        (longer when a Retry-After asks for it). With `resend_safe` False (POST /run) only a request
+        that surely never reached the server, or one refused with 429, is sent again."""
         url = self.client.base_url + path
         give_up = time.monotonic() + self.client.network_patience
         backoff = 0.5
@@ -480,6 +558,8 @@ class _RemoteJob:
                 response = self._blocking(lambda _abort: self.session.request(
                     method, url, json=body, timeout=self.client.timeout))
                 problem = None if response.status_code not in RETRY_STATUSES else "HTTP %d" % response.status_code
+                if problem and not resend_safe and response.status_code != 429:
+                    return response           # it may have been queued: never resent, reported by _json
             except requests.RequestException as exc:
                 if not resend_safe and not _never_sent(exc):
                     raise Gen3DError(errors.INTERNAL, "The connection to %s broke while sending the job (%s); it "
@@ -488,15 +568,19 @@ class _RemoteJob:
                 response, problem = None, _describe(exc)
             if problem is None:
                 return response
-            wait = backoff
-            if response is not None and (response.headers.get("Retry-After") or "").isdigit():
-                wait = max(wait, float(response.headers["Retry-After"]))
-            if time.monotonic() + wait > give_up:
+            wait = _jittered(backoff)
+            asked = retry_after_s(response)
+            if asked is not None:             # the endpoint is up and says when: believe it
+                wait = min(asked, MAX_RETRY_AFTER_S) + random.uniform(0.0, min(1.0, 0.1 * max(asked, 1.0)))
+                give_up = max(give_up, time.monotonic() + wait + 1.0)
+            if time.monotonic() + wait > min(give_up, self.deadline):
                 raise Gen3DError(errors.INTERNAL, "Cannot reach the remote endpoint %s (%s, still failing after "
                                  "%.0f s). Check the endpoint URL in %s and your network connection, then generate "
                                  "again." % (self.client.base_url, problem, self.client.network_patience,
                                              PREFERENCES_HINT), stage=self.stage, retryable=True)
-            self._report(self.stage, self.progress, "endpoint unreachable (%s); retrying" % problem)
+            left = max(0.0, give_up - time.monotonic())
+            self._report(self.stage, self.progress, "Cannot reach %s (%s); retrying, giving up in %.0f s" % (
+                self._host(), problem, left))
             self._sleep(wait)
             backoff = min(backoff * 2, 8.0)
 

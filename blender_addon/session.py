@@ -6,9 +6,9 @@ call on events and comes back every TICK_INTERVAL_S while anything is active; im
 own one-shot timer so a tick stays short.
 
 Blender must not stall while a job runs. Writing a scene property from Python tags the scene for the
-depsgraph and sends a window-wide redraw, 3D viewport included, so the job list in the scene is
-written only when a job's status changes (and before the file is saved); the sidebar reads live
-progress from the Job objects, and only the sidebar is redrawn, at most REDRAW_INTERVAL_S apart
+depsgraph and sends a window-wide redraw, 3D viewport included, so a job's row in the scene is
+written when the job is queued and when it ends (and before the file is saved); the sidebar reads
+a running job's status and progress from the Job objects, and only the sidebar is redrawn, at most REDRAW_INTERVAL_S apart
 and only when what it shows changed.
 """
 
@@ -45,18 +45,24 @@ def start():
         handler.append(_after_undo)
     bpy.app.handlers.load_post.append(_after_load)
     bpy.app.handlers.save_pre.append(_before_save)
-    atexit.register(stop)
+    atexit.register(_blender_exits)
 
 
-def stop():
-    """Cancel jobs and stop the worker. Runs on unregister and (through atexit) when Blender exits."""
+def _blender_exits():
+    stop(finish_running=True)
+
+
+def stop(finish_running=False):
+    """Cancel jobs and stop the worker (the add-on is disabled). When Blender exits (atexit),
+    finish_running: the worker completes the job it holds and then exits, and the saved job list
+    offers the result when the file is opened again (_after_load)."""
     global manager, previews
-    atexit.unregister(stop)
+    atexit.unregister(_blender_exits)
     for handler, function in ((bpy.app.handlers.undo_post, _after_undo), (bpy.app.handlers.redo_post, _after_undo),
                               (bpy.app.handlers.load_post, _after_load), (bpy.app.handlers.save_pre, _before_save)):
         if function in handler:
             handler.remove(function)
-    for timer in (tick, _run_imports):
+    for timer in (tick, _run_imports, _watch_orphans):
         if bpy.app.timers.is_registered(timer):
             bpy.app.timers.unregister(timer)
     _imports.clear()
@@ -64,7 +70,7 @@ def stop():
     try:
         if running is not None:
             running.on_finished.clear()   # no imports while shutting down
-            running.shutdown()
+            running.shutdown(finish_running=finish_running)
     finally:
         if previews is not None:
             bpy.utils.previews.remove(previews)
@@ -138,8 +144,8 @@ def sync_job(job, force=False):
         return
     item = find_item(scene, job.job_id)
     status = _row_status(job)
-    if item is not None and item.status == status and not force and job.active:
-        return
+    if item is not None and job.active and not force:
+        return                           # the sidebar reads a running job live (row_status)
     if item is None:
         item = scene.gen3d.jobs.add()
         item.job_id, item.name, item.folder = job.job_id, job.name, job.job_dir
@@ -148,6 +154,12 @@ def sync_job(job, force=False):
     imported = job.data.get("object_name")
     _set(item, status=status, stage=job.stage, progress=job.progress,
          message=job.data.get("import_error") or job.message, object_name=imported or "")
+
+
+def row_status(item):
+    """A row's status as the sidebar shows it: the live job's while it runs, else the saved one."""
+    job = live_job(item.job_id)
+    return _row_status(job) if job is not None else item.status
 
 
 def _row_status(job):
@@ -179,31 +191,78 @@ def _before_save(*_args):
             sync_job(job, force=True)
 
 
-@bpy.app.handlers.persistent
-def _after_load(*_args):
-    """Rows saved while a job ran belong to a Blender session that is gone: say what became of them."""
+ORPHAN_POLL_S = 2.0
+BACKGROUND_MESSAGE = "finishing in the background (Blender was closed during the job)"
+
+
+def _orphan_state(item):
+    """What became of a row saved while its job ran in a Blender session that is gone:
+    COMPLETED (its result is there), RUNNING (its worker is still finishing it) or CANCELLED."""
+    import glob
     import os
+    folder = bpy.path.abspath(item.folder)
+    if os.path.isfile(os.path.join(folder, "meta.json")):
+        return "COMPLETED"
+    staging = os.path.join(os.path.dirname(folder), ".%s.partial-%s" % (os.path.basename(folder), item.job_id))
+    return "RUNNING" if glob.glob(glob.escape(staging)) else "CANCELLED"
+
+
+def _settle_orphans():
+    """Update rows of jobs that run on without a Blender session; True while any still runs."""
     known = manager.jobs if manager is not None else {}
+    running = False
     for scene in bpy.data.scenes:
         if not hasattr(scene, "gen3d"):
             continue
         for item in scene.gen3d.jobs:
-            if item.status in ACTIVE and item.job_id not in known:
-                if os.path.isfile(os.path.join(item.folder, "meta.json")):
-                    item.status, item.progress = "COMPLETED", 1.0
-                    item.message = "finished after Blender closed; use Re-import"
-                else:
-                    item.status, item.message = "CANCELLED", "interrupted: Blender closed before it finished"
+            if item.status not in ACTIVE or item.job_id in known:
+                continue
+            state = _orphan_state(item)
+            if state == "COMPLETED":
+                _set(item, status="COMPLETED", progress=1.0, message="finished after Blender closed: Import it")
+            elif state == "RUNNING":
+                _set(item, message=BACKGROUND_MESSAGE)
+                running = True
+            else:
+                _set(item, status="CANCELLED", message="interrupted: Blender closed before it finished")
+    return running
+
+
+def _watch_orphans():
+    if manager is None:
+        return None
+    try:
+        running = _settle_orphans()
+    except Exception:                 # a timer that raises is dropped silently
+        traceback.print_exc()
+        return None
+    if not running:
+        redraw()
+    return ORPHAN_POLL_S if running else None
+
+
+@bpy.app.handlers.persistent
+def _after_load(*_args):
+    """Rows saved while a job ran belong to a Blender session that is gone: say what became of them,
+    and keep watching the ones whose worker is still finishing them."""
+    if _settle_orphans() and not bpy.app.timers.is_registered(_watch_orphans):
+        bpy.app.timers.register(_watch_orphans, first_interval=ORPHAN_POLL_S, persistent=True)
     if manager is not None:
         for job in manager.jobs.values():
             if job.active:
                 sync_job(job)
 
 
-def show_message(scene, text, error=False):
-    scene.gen3d.message = text
-    scene.gen3d.message_is_error = error
+def show_message(scene, text, error=False, source=""):
+    """The panel's message box; `source` says what it is about so it can be cleared when that goes
+    away ("generate", "import", "job:<id>"; see props.GEN3D_PG_scene.message_source)."""
+    _set(scene.gen3d, message=text, message_is_error=error, message_source=source)
     redraw()
+
+
+def clear_message(scene, source):
+    if scene.gen3d.message and scene.gen3d.message_source == source:
+        _set(scene.gen3d, message="", message_source="")
 
 
 # finishing -----------------------------------------------------------------------------------------
@@ -217,16 +276,20 @@ def _job_finished(job):
     if job.status == FAILED:
         text = "Gen3D: %s failed: %s" % (job.name, job.message)
         print(text, file=sys.stderr)
-        show_message(scene, text, error=True)
+        show_message(scene, text, error=True, source="job:" + job.job_id)
         report(text, "ERROR")
     else:
-        show_message(scene, "Gen3D: %s cancelled." % job.name)
+        show_message(scene, "Gen3D: %s cancelled." % job.name, source="job:" + job.job_id)
 
 
 def _run_imports():
     while _imports:
         job_id = _imports.pop(0)
-        call_operator(bpy.ops.gen3d.import_result, job_id=job_id, on_completion=True)
+        job = manager.jobs.get(job_id) if manager else None
+        if job is not None and job.data.get("texture_target"):     # "Texture selected object": onto that object
+            call_operator(bpy.ops.gen3d.apply_texture, job_id=job_id)
+        else:
+            call_operator(bpy.ops.gen3d.import_result, job_id=job_id, on_completion=True)
     return None
 
 

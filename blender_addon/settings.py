@@ -55,6 +55,7 @@ class ImportSettings:
     place_at_cursor: bool = True
     target_size: float = 1.0        # largest side in scene units after import; 0 keeps the generated size (2)
     ao_into_base_color: bool = False
+    pack_textures: bool = False     # store the maps in the .blend
 
 
 def _venv_python(folder):

@@ -8,7 +8,10 @@ import bpy
 from . import engine_status, session
 from .contract import request as contract_request
 from .prefs import backend_settings, get_prefs
-from .props import STATUS_ICONS
+from .props import JOB_STATUSES, STATUS_ICONS
+from .quality import engine_label, uses_sampler
+
+STATUS_NAMES = {identifier: name for identifier, name, _desc, _icon, _n in JOB_STATUSES}
 
 WRAP_CHARS = 48
 
@@ -57,6 +60,7 @@ def draw_engine_status(layout, context, name):
         engine_status.status.refresh(settings)
         session.redraw_until(lambda: not engine_status.status.checking(settings))
     available, text = engine_status.status.describe(settings, name)
+    text = text.replace(name, engine_label(name), 1) if text.startswith(name + " ") else text
     icon = {True: "CHECKMARK", False: "ERROR", None: "TIME"}[available]
     lines = textwrap.wrap(text, WRAP_CHARS) or [""]
     column = layout.column(align=True)
@@ -68,6 +72,25 @@ def draw_engine_status(layout, context, name):
             row.operator("gen3d.check_engines", text="", icon="FILE_REFRESH", emboss=False)
         else:
             row.label(text=line)
+
+
+def draw_lines(layout, text, limit=4):
+    """Text wrapped to the sidebar's width, so nothing is cut off at its edge."""
+    column = layout.column(align=True)
+    for line in (textwrap.wrap(text or "", WRAP_CHARS) or [])[:limit]:
+        row = column.row()
+        row.scale_y = 0.7
+        row.label(text=line)
+
+
+def job_summary(item):
+    """'Done: cone', 'Cancelled during shape', 'Failed: <why>' - without saying the status twice."""
+    status = session.row_status(item)
+    status = STATUS_NAMES.get(status, status.capitalize())
+    detail = item.object_name or live_state(item)[2] or item.stage
+    if not detail or detail.lower() == status.lower():
+        return status
+    return "%s %s" % (status, detail) if detail.startswith("during ") else "%s: %s" % (status, detail)
 
 
 def draw_message(layout, text, error):
@@ -114,16 +137,19 @@ class GEN3D_PT_main(bpy.types.Panel):
         row.scale_y = 1.5
         row.enabled = bool(props.filepath if props.source == "FILE" else props.image)
         row.operator("gen3d.generate", icon="MESH_MONKEY")
+        layout.operator("gen3d.texture_selected", icon="TEXTURE")    # paints the active mesh object instead
 
         for item in props.jobs:
-            if item.status in ("QUEUED", "RUNNING"):
+            status = session.row_status(item)
+            if status in ("QUEUED", "RUNNING"):
                 box = layout.box()
                 row = box.row()
-                row.label(text=item.name, icon=STATUS_ICONS[item.status])
+                row.label(text=item.name, icon=STATUS_ICONS[status])
                 row.operator("gen3d.cancel", text="", icon="CANCEL").job_id = item.job_id
-                stage, progress, _message = live_state(item)
-                stage = "queued" if item.status == "QUEUED" else (stage or "starting")
+                stage, progress, message = live_state(item)
+                stage = "queued" if status == "QUEUED" else (stage or "starting")
                 draw_progress(box, progress, "%s %d%%" % (stage, round(progress * 100)))
+                draw_lines(box, message)         # e.g. the remote endpoint cannot be reached, retrying
         if props.message:
             draw_message(layout, props.message, props.message_is_error)
 
@@ -159,12 +185,15 @@ class GEN3D_PT_advanced(bpy.types.Panel):
         sub.enabled = props.texture
         sub.prop(props, "texture_size")
         layout.prop(props, "octree_resolution")
-        row = layout.row()
-        row.prop(props, "engine_steps")
-        steps = row.row()
-        steps.enabled = not props.engine_steps
-        steps.prop(props, "num_inference_steps")
-        layout.prop(props, "guidance_scale")
+        painter = props.texture_engine if props.texture_engine in contract_request.TEXTURE_ENGINES else (
+            props.engine if props.engine in contract_request.TEXTURE_ENGINES else "builtin")
+        if uses_sampler(props.engine) or (props.texture and uses_sampler(painter)):
+            row = layout.row()                              # the built-in engine has no sampler to steer
+            row.prop(props, "engine_steps")
+            steps = row.row()
+            steps.enabled = not props.engine_steps
+            steps.prop(props, "num_inference_steps")
+            layout.prop(props, "guidance_scale")
         layout.prop(props, "seed")
 
 
@@ -173,8 +202,9 @@ class GEN3D_UL_jobs(bpy.types.UIList):
 
     def draw_item(self, _context, layout, _data, item, _icon, _active_data, _active_prop, _index=0, _flt_flag=0):
         row = layout.row(align=True)
-        row.label(text=item.name, icon=STATUS_ICONS.get(item.status, "QUESTION"))
-        if item.status in ("QUEUED", "RUNNING"):
+        status = session.row_status(item)
+        row.label(text=item.name, icon=STATUS_ICONS.get(status, "QUESTION"))
+        if status in ("QUEUED", "RUNNING"):
             row.label(text="%d%%" % round(live_state(item)[1] * 100))
         else:
             row.label(text=item.created)
@@ -195,12 +225,15 @@ class GEN3D_PT_jobs(bpy.types.Panel):
         if 0 <= props.job_index < len(props.jobs):
             item = props.jobs[props.job_index]
             col = layout.column(align=True)
-            col.label(text="%s: %s" % (item.status.capitalize(), item.object_name or item.message or item.stage))
+            for line in textwrap.wrap(job_summary(item), WRAP_CHARS)[:6]:
+                col.label(text=line)
             row = layout.row(align=True)
-            if item.status in ("QUEUED", "RUNNING"):
+            status = session.row_status(item)
+            if status in ("QUEUED", "RUNNING"):
                 row.operator("gen3d.cancel", icon="CANCEL").job_id = item.job_id
-            else:
-                row.operator("gen3d.import_result", text="Re-import", icon="IMPORT").job_id = item.job_id
+            elif status == "COMPLETED":               # failed and cancelled jobs have nothing to import
+                text = "Re-import" if item.object_name else "Import"
+                row.operator("gen3d.import_result", text=text, icon="IMPORT").job_id = item.job_id
             row.operator("gen3d.open_folder", text="", icon="FILE_FOLDER").job_id = item.job_id
             row.operator("gen3d.remove_job", text="", icon="X").job_id = item.job_id
         layout.operator("gen3d.import_result", text="Import Result Folder...", icon="FILEBROWSER")

@@ -63,7 +63,9 @@ class WorkerProcess:
                 self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 cwd=self.backend_dir or None, env=self.environment(), text=True, encoding="utf-8",
                 errors="replace", bufsize=1,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0)
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0,
+                # Its own session: a terminal's Ctrl-C or hang-up aimed at Blender does not kill the job.
+                start_new_session=os.name != "nt")
         except OSError as exc:
             self._close_log()
             raise Gen3DError(errors.ENGINE_UNAVAILABLE, "Cannot start the local worker with %s (%s). Check the "
@@ -144,6 +146,18 @@ class WorkerProcess:
                 self._proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_log()
+
+    def detach(self):
+        """Blender is closing: the worker completes the job it holds (its result stays in the job
+        folder for the next session), then exits by itself. Queued jobs are dropped."""
+        if self._proc is None or not self.alive():
+            return
+        self.send({"op": "shutdown", "finish": True})
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
         self._close_log()
 
     def kill(self):

@@ -11,6 +11,8 @@ MAP_NAMES = ("albedo", "normal", "roughness", "metallic", "ao")
 MESH_FILE = "mesh.glb"
 INPUT_FILE = "input.png"
 META_FILE = "meta.json"
+# The files each mesh format adds to a result (request field `formats`); the OBJ's MTL names the PNG maps.
+FORMAT_FILES = {"glb": (MESH_FILE,), "obj": ("mesh.obj", "mesh.mtl"), "ply": ("mesh.ply",)}
 TIMING_KEYS = ("preprocess", "shape", "texture", "export", "upload", "total")
 
 
@@ -18,12 +20,19 @@ def map_file(name):
     return "%s.png" % name
 
 
-def result_files(textured):
+def result_files(textured, formats=("glb",)):
     """Every file a complete result holds besides meta.json."""
     names = [MESH_FILE, INPUT_FILE]
     if textured:
         names += [map_file(n) for n in MAP_NAMES]
+    for name in formats:
+        names += [file for file in FORMAT_FILES[name] if file not in names]
     return names
+
+
+def format_files(formats):
+    """meta.json's mesh.formats: {format: its main file}, e.g. {"glb": "mesh.glb", "obj": "mesh.obj"}."""
+    return {name: FORMAT_FILES[name][0] for name in formats}
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -44,6 +53,7 @@ def build_manifest(directory, job_id, request, shape_engine, texture_engine, mes
     """`mesh` is {"vertices": int, "faces": int, "bounds": [[x,y,z],[x,y,z]]}; `view` is the input camera
     the engine assumed or estimated, {"azimuth_deg", "elevation_deg"} (default: the front, level)."""
     textured = texture_engine is not None
+    formats = request.formats
     timings = {key: round(float(timings.get(key, 0.0)), 4) for key in TIMING_KEYS}
     return {
         "api_version": API_VERSION,
@@ -54,9 +64,9 @@ def build_manifest(directory, job_id, request, shape_engine, texture_engine, mes
         "engine": {"shape": shape_engine, "texture": texture_engine},
         "params": request.effective_params(),
         "seed": request.seed,
-        "mesh": dict(mesh, file=MESH_FILE),
+        "mesh": dict(mesh, file=MESH_FILE, formats=format_files(formats)),
         "textures": {name: map_file(name) for name in MAP_NAMES} if textured else None,
-        "files": describe_files(directory, result_files(textured)),
+        "files": describe_files(directory, result_files(textured, formats)),
         "timings": timings,
         "device": device,
         "peak_memory_mb": round(float(peak_memory_mb), 1),

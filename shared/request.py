@@ -5,6 +5,7 @@ Pure stdlib so that it runs inside Blender's Python, the local worker and the re
 
 import base64
 import binascii
+from collections import namedtuple
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import IMAGE_TOO_LARGE, Gen3DError, invalid
@@ -14,6 +15,12 @@ SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini")
 # Engines that can paint a texture; any of them can texture any shape engine's mesh.
 TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
 
+# What people see the engines called (menus, docs); the wire uses the ids.
+ENGINE_LABELS = {"builtin": "Built-in", "hunyuan3d-2.1": "Hunyuan3D 2.1", "hunyuan3d-2": "Hunyuan3D 2",
+                 "hunyuan3d-2mini": "Hunyuan3D 2 mini"}
+# Engines without a diffusion sampler: they ignore num_inference_steps and guidance_scale.
+SAMPLERLESS_ENGINES = ("builtin",)
+
 IMAGE_FIELDS = ("image", "image_url", "image_path")
 # Extra views of the object (DESIGN.md "Coordinates"): the camera circled about the vertical axis at
 # the front's elevation, by this azimuth (degrees).
@@ -21,6 +28,19 @@ VIEW_AZIMUTHS = {"right": 90.0, "back": 180.0, "left": 270.0}
 VIEW_NAMES = tuple(VIEW_AZIMUTHS)
 # Leading bytes of the image formats a base64 view may hold (to tell base64 text from a path).
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"GIF8")
+# Mesh files a job can write. Every result has the GLB (the add-on imports it, meta.json's mesh.file
+# names it); obj and ply are extra copies of the same mesh. usdz needs Blender's USD exporter, so
+# only the add-on's batch writes it (bpy stays out of the backends).
+MESH_FORMATS = ("glb", "obj", "ply")
+ADDON_FORMATS = ("usdz",)
+# Texturing a given mesh (DESIGN.md "Texturing an existing mesh"): at most one of these, GLB or OBJ.
+MESH_FIELDS = ("mesh", "mesh_url", "mesh_path")
+INPUT_MESH_FORMATS = ("glb", "obj")   # what a given mesh may be
+# Engines that can paint a given mesh (capability texture_existing; tests check the engines agree).
+TEXTURE_EXISTING_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
+MAX_MESH_BYTES = 64 * 1024 * 1024     # ~1M triangles as OBJ text
+MAX_MESH_FACES = 1000000
+MESH_VIEW_PROJECTIONS = ("ortho", "persp")
 # Quality presets: each engine picks its model variant and step count for them (null = balanced); a
 # preset also fills the fields below when the request leaves them out.
 PRESETS = ("fast", "balanced", "high")
@@ -30,15 +50,33 @@ NULLABLE = ("num_inference_steps",)
 # A base64 payload larger than this cannot be a sane input image (64 MP are caught after decoding).
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
-# name: (type, default, low, high)
-_NUMERIC = {
-    "seed": (int, 1234, 0, 2 ** 32 - 1),
-    "octree_resolution": (int, 256, 64, 512),
-    "num_inference_steps": (int, None, 1, 100),
-    "guidance_scale": (float, 5.0, 0.1, 20.0),
-    "face_count": (int, 40000, 1000, 200000),
-    "texture_size": (int, 1024, 256, 4096),
+class NumberField(namedtuple("NumberField", "kind default low high label help")):
+    """One numeric request field: type, default, inclusive range, a short label and what it does.
+    The CLI's --help, the add-on's properties and validation all read this one table."""
+
+    def describe_range(self):
+        return "%s..%s" % (self.low, self.high) if self.kind is int else "%g..%g" % (self.low, self.high)
+
+
+NUMERIC_FIELDS = {
+    "seed": NumberField(int, 1234, 0, 2 ** 32 - 1, "Seed",
+                        "random seed: the same seed and inputs give the same result"),
+    "octree_resolution": NumberField(int, 256, 64, 512, "Octree resolution",
+                                     "resolution of the shape's sampling grid (builtin: its upper bound)"),
+    "num_inference_steps": NumberField(int, None, 1, 100, "Steps",
+                                       "diffusion steps of a model engine (e.g. 50, or 5 for a turbo model; the builtin "
+                                       "engine ignores it)"),
+    "guidance_scale": NumberField(float, 5.0, 0.1, 20.0, "Guidance",
+                                  "how closely a model engine follows the image (the builtin engine ignores it)"),
+    "face_count": NumberField(int, 40000, 1000, 200000, "Faces", "target triangle count"),
+    "texture_size": NumberField(int, 1024, 256, 4096, "Texture size",
+                                "texture width and height in pixels, a power of two"),
 }
+# name: (type, default, low, high), the older view of the same table
+_NUMERIC = {name: tuple(field[:4]) for name, field in NUMERIC_FIELDS.items()}
+
+# name: (default, low, high), for user interfaces that need the ranges up front
+RANGES = {name: spec[1:] for name, spec in _NUMERIC.items()}
 
 
 @dataclass(frozen=True)
@@ -55,12 +93,25 @@ class JobRequest:
     remove_background: bool = True
     texture: bool = True
     preset: str = None
-    seed: int = 1234
-    octree_resolution: int = 256
-    num_inference_steps: int = None
-    guidance_scale: float = 5.0
-    face_count: int = 40000
-    texture_size: int = 1024
+    seed: int = NUMERIC_FIELDS["seed"].default
+    octree_resolution: int = NUMERIC_FIELDS["octree_resolution"].default
+    num_inference_steps: int = NUMERIC_FIELDS["num_inference_steps"].default
+    guidance_scale: float = NUMERIC_FIELDS["guidance_scale"].default
+    face_count: int = NUMERIC_FIELDS["face_count"].default
+    texture_size: int = NUMERIC_FIELDS["texture_size"].default
+    formats: tuple = ("glb",)
+    mesh: str = None
+    mesh_url: str = None
+    mesh_path: str = None
+    mesh_view: dict = None
+
+    @property
+    def has_mesh(self):
+        return any(getattr(self, key) for key in MESH_FIELDS)
+
+    def mesh_bytes(self):
+        """Decoded bytes of an inline base64 mesh."""
+        return decode_base64_mesh(self.mesh)
 
     @property
     def effective_texture_engine(self):
@@ -84,15 +135,19 @@ class JobRequest:
             if self.views:
                 data["views"] = {name: {key: ("<%d base64 characters>" % len(value) if key == "image" else value)
                                         for key, value in source.items()} for name, source in self.views.items()}
+            data["mesh"] = "<%d base64 characters>" % len(self.mesh) if self.mesh else None
         return {k: v for k, v in data.items() if v is not None or k == "texture_engine"}
 
     def effective_params(self):
         """What meta.json records under `params`: every field that shapes the output."""
         data = asdict(self)
-        for key in IMAGE_FIELDS + ("api_version",):
+        for key in IMAGE_FIELDS + MESH_FIELDS + ("api_version",):
             data.pop(key)
         data["views"] = sorted(self.views) if self.views else None
+        if data["mesh_view"] is None:
+            data.pop("mesh_view")
         data["texture_engine"] = self.effective_texture_engine
+        data["formats"] = list(self.formats)      # as meta.json holds it (JSON has no tuples)
         return data
 
     def with_changes(self, **changes):
@@ -108,6 +163,8 @@ def decode_base64_image(text):
     if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 4:
         raise Gen3DError(IMAGE_TOO_LARGE, "The image is over %d MB. Send a smaller image (at most "
                          "64 megapixels)." % (MAX_IMAGE_BYTES // 2 ** 20), stage="queued", retryable=False)
+    if any(ch in text for ch in " \t\r\n"):     # MIME-style base64 wraps its lines
+        text = "".join(text.split())
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -123,6 +180,118 @@ def inline_image_size(request):
     return size
 
 
+def decode_base64_mesh(text):
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    if len(text) > MAX_MESH_BYTES * 4 // 3 + 4:
+        raise invalid("mesh", "is over %d MB; send a smaller mesh" % (MAX_MESH_BYTES // 2 ** 20))
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("mesh", "is not valid base64; send the GLB or OBJ file's bytes base64-encoded")
+    if mesh_format(data) is None:
+        raise invalid("mesh", "is neither a GLB (binary glTF) nor an OBJ file")
+    return data
+
+
+def mesh_format(data):
+    """'glb' or 'obj' from a file's first bytes, None when it is neither. An OBJ is text with a vertex
+    line ("v x y z") among its first 64 KB."""
+    head = bytes(data[:65536])
+    if head[:4] == b"glTF":
+        return "glb"
+    if b"\0" in head:
+        return None
+    lines = head.decode("utf-8", errors="ignore").splitlines()
+    if any(line.startswith("v ") or line.startswith("v\t") for line in lines):
+        return "obj"
+    return None
+
+
+def _finite_number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or \
+            value in (float("inf"), float("-inf")):
+        raise invalid(name, "must be a finite number, got %r" % (value,))
+    return float(value)
+
+
+def check_mesh_view(value):
+    """null, {"azimuth_deg", "elevation_deg"} or {"view_matrix", "projection", "ortho_scale"|"fov_deg"};
+    returns the normalised dict (floats, defaults filled) or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid("mesh_view", "must be an object such as {\"azimuth_deg\": 0, \"elevation_deg\": 10}")
+    if "view_matrix" in value:
+        allowed = {"view_matrix", "projection", "ortho_scale", "fov_deg"}
+        extra = sorted(set(value) - allowed)
+        if extra:
+            raise invalid("mesh_view." + extra[0], "is not known with a view_matrix (known: %s)" % ", ".join(sorted(allowed)))
+        matrix = value["view_matrix"]
+        if not isinstance(matrix, (list, tuple)) or len(matrix) != 4 or \
+                not all(isinstance(row, (list, tuple)) and len(row) == 4 for row in matrix):
+            raise invalid("mesh_view.view_matrix", "must be a 4x4 list of rows (world-to-camera, camera looking down -Z)")
+        rows = [[_finite_number("mesh_view.view_matrix", x) for x in row] for row in matrix]
+        if rows[3] != [0.0, 0.0, 0.0, 1.0]:
+            raise invalid("mesh_view.view_matrix", "must be a rigid transform whose last row is [0, 0, 0, 1]")
+        projection = value.get("projection", "ortho")
+        if projection not in MESH_VIEW_PROJECTIONS:
+            raise invalid("mesh_view.projection", "must be 'ortho' or 'persp', got %r" % (projection,))
+        out = {"view_matrix": rows, "projection": projection}
+        if projection == "ortho":
+            if "fov_deg" in value:
+                raise invalid("mesh_view.fov_deg", "goes with projection 'persp'; an 'ortho' view takes ortho_scale")
+            if value.get("ortho_scale") is not None:
+                scale = _finite_number("mesh_view.ortho_scale", value["ortho_scale"])
+                if scale <= 0:
+                    raise invalid("mesh_view.ortho_scale", "must be above 0 (the view's width in mesh units)")
+                out["ortho_scale"] = scale
+        else:
+            if "ortho_scale" in value:
+                raise invalid("mesh_view.ortho_scale", "goes with projection 'ortho'; a 'persp' view takes fov_deg")
+            fov = _finite_number("mesh_view.fov_deg", value.get("fov_deg", 50.0))
+            if not 1.0 <= fov <= 170.0:
+                raise invalid("mesh_view.fov_deg", "must be between 1 and 170 degrees, got %r" % fov)
+            out["fov_deg"] = fov
+        return out
+    extra = sorted(set(value) - {"azimuth_deg", "elevation_deg"})
+    if extra:
+        raise invalid("mesh_view." + extra[0], "is not known (give azimuth_deg and elevation_deg, or a view_matrix)")
+    azimuth = _finite_number("mesh_view.azimuth_deg", value.get("azimuth_deg", 0.0))
+    elevation = _finite_number("mesh_view.elevation_deg", value.get("elevation_deg", 0.0))
+    if not -360.0 <= azimuth <= 360.0:
+        raise invalid("mesh_view.azimuth_deg", "must be between -360 and 360, got %r" % azimuth)
+    if not -89.0 <= elevation <= 89.0:
+        raise invalid("mesh_view.elevation_deg", "must be between -89 and 89, got %r" % elevation)
+    return {"azimuth_deg": azimuth, "elevation_deg": elevation}
+
+
+def _check_mesh_source(data, allow_path):
+    given = [k for k in MESH_FIELDS if data.get(k) not in (None, "")]
+    if not given:
+        if data.get("mesh_view") is not None:
+            raise invalid("mesh_view", "needs a mesh (mesh, mesh_url or mesh_path) to place the camera against")
+        return {}
+    if len(given) > 1:
+        raise invalid(given[1], "cannot be combined with '%s'; give exactly one mesh source" % given[0])
+    key = given[0]
+    value = data[key]
+    if not isinstance(value, str):
+        raise invalid(key, "must be a string")
+    if key == "mesh":
+        decode_base64_mesh(value)
+    elif key == "mesh_url":
+        scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+        if scheme not in ("http", "https"):
+            raise invalid("mesh_url", "must be an http or https URL")
+    elif not allow_path:
+        raise invalid("mesh_path", "is only accepted by the local backend; send the mesh itself "
+                      "(base64 'mesh') or a 'mesh_url' to a remote endpoint")
+    elif value.rsplit(".", 1)[-1].lower() not in INPUT_MESH_FORMATS:
+        raise invalid("mesh_path", "must name a .glb or .obj file, got %r" % value)
+    return {key: value, "mesh_view": check_mesh_view(data.get("mesh_view"))}
+
+
 def _check_api_version(value):
     if not isinstance(value, str) or not value.strip():
         raise invalid("api_version", "must be a version string such as \"1\"")
@@ -133,7 +302,7 @@ def _check_api_version(value):
     return value.strip()
 
 
-def _check_number(name, value):
+def check_number(name, value):
     kind, _default, low, high = _NUMERIC[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid(name, "must be a number, got %s" % type(value).__name__)
@@ -239,6 +408,20 @@ def _check_views(value, allow_path):
         raise invalid("views", "has an unknown view %r; the extra views are %s (the main image is the front)"
                       % (unknown[0], ", ".join(VIEW_NAMES)))
     return {name: _view_source(name, value[name], allow_path) for name in VIEW_NAMES if name in value}
+def _check_formats(value):
+    """A list of format names -> a tuple in MESH_FORMATS order, glb always first."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise invalid("formats", "must be a list of format names such as [\"glb\", \"obj\"], got %r" % (value,))
+    for name in value:
+        if name in ADDON_FORMATS:
+            raise invalid("formats", "cannot hold %r here: Blender's USD exporter writes it, so only the "
+                          "add-on does, not the backend. Run `blender -b -P blender_addon/batch.py -- IMAGE --out "
+                          "DIR --format usdz`, or import the GLB in Blender and use File > Export > Universal "
+                          "Scene Description" % name)
+        if not isinstance(name, str) or name not in MESH_FORMATS:
+            raise invalid("formats", "must name formats among %s (usdz through the add-on), got %r"
+                          % (", ".join(MESH_FORMATS), name))
+    return tuple(name for name in MESH_FORMATS if name == "glb" or name in value)
 
 
 def parse_request(data, allow_path=True):
@@ -267,9 +450,20 @@ def parse_request(data, allow_path=True):
     preset_fields = PRESET_FIELDS.get(preset, {})
     for name, spec in _NUMERIC.items():
         value = data.get(name, preset_fields.get(name, spec[1]))
-        values[name] = None if value is None and name in NULLABLE else _check_number(name, value)
+        values[name] = None if value is None and name in NULLABLE else check_number(name, value)
+    values["formats"] = _check_formats(data.get("formats", ["glb"]))
     size = values["texture_size"]
     if size & (size - 1):
         raise invalid("texture_size", "must be a power of two (256, 512, 1024, 2048 or 4096), got %d" % size)
-    return JobRequest(**values)
+    values.update(_check_mesh_source(data, allow_path))
+    request = JobRequest(**values)
+    if request.has_mesh:
+        painter = request.effective_texture_engine
+        if painter is None:
+            raise invalid("texture", "is false, but a mesh was given to be textured; leave texture on, or "
+                          "leave the mesh out to generate an untextured shape")
+        if painter not in TEXTURE_EXISTING_ENGINES:
+            raise invalid("texture_engine", "%r cannot paint a given mesh; use one of %s"
+                          % (painter, ", ".join(TEXTURE_EXISTING_ENGINES)))
+    return request
 

@@ -67,7 +67,7 @@ def test_generate_through_the_sidebar_in_blender_34(blender, tmp_path):
     assert report["damaged"]["unchanged"] and "albedo.png" in report["damaged"]["error"]
 
 
-def test_batch_generates_imports_in_a_grid_and_saves_the_blend(blender, tmp_path):
+def test_batch_generates_imports_in_a_row_and_saves_the_blend(blender, tmp_path):
     images = [harness.copy_image("sphere", tmp_path), harness.copy_image("torus", tmp_path)]
     out, blend = tmp_path / "out", tmp_path / "scene.blend"
     proc = run_batch(blender, tmp_path, *images, "--out", str(out), "--save-blend", str(blend), "--face-count",
@@ -85,14 +85,31 @@ def test_batch_generates_imports_in_a_grid_and_saves_the_blend(blender, tmp_path
 
     report, _ = harness.run_driver("inspect_blend", {"blend": str(blend)}, tmp_path)   # opened with bpy 4.5
     objects = report["objects"]
-    assert set(objects) == {"sphere", "torus"}
-    spacing = 1.5 * 0.8
-    assert objects["sphere"]["location"] == pytest.approx([0.0, 0.0, 0.0])
-    assert objects["torus"]["location"] == pytest.approx([spacing, 0.0, 0.0])
+    assert report["all_objects"] == ["sphere", "torus"]                # no default Cube, Camera, Light
+    sphere, torus = objects["sphere"]["bounds"], objects["torus"]["bounds"]
+    assert sphere[0][0] == pytest.approx(0.0, abs=1e-4)                # the row starts at the origin...
+    assert torus[0][0] == pytest.approx(sphere[1][0] + 0.25 * 0.8, abs=1e-4)   # ...with a gap, no overlap
     for obj in objects.values():
+        assert obj["bounds"][0][2] == pytest.approx(0.0, abs=1e-4)     # on the ground
+        assert (obj["bounds"][0][1] + obj["bounds"][1][1]) / 2 == pytest.approx(0.0, abs=1e-4)
+        assert obj["rotation_mode"] == "XYZ"
         assert max(obj["dimensions"]) == pytest.approx(0.8, abs=1e-3)
         assert obj["images_exist"] and len(obj["materials"]) == 1
         check_material(obj["material"], uv_map=obj["uv_maps"][0], ao_multiplied=False)
+    completed = 2                                                       # GEN3D_PG_job.status enum index
+    assert [(job["name"], job["status"], job["object_name"], job["folder"]) for job in report["jobs"]] == [
+        (row["name"], completed, row["object"], row["job_dir"]) for row in summary["results"]]
+
+
+def test_batch_keeps_the_startup_scene_when_asked(blender, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("not an image")
+    blend = tmp_path / "kept.blend"
+    proc = run_batch(blender, tmp_path, str(bad), "--out", str(tmp_path / "out"), "--save-blend", str(blend),
+                     "--keep-scene")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report, _ = harness.run_driver("inspect_blend", {"blend": str(blend)}, tmp_path)
+    assert report["all_objects"] == ["Camera", "Cube", "Light"]
 
 
 def test_batch_exit_code_and_summary_report_failures(blender, tmp_path):

@@ -15,7 +15,7 @@ EXPECTED_TYPES = {"GEN3D_OT_generate", "GEN3D_OT_generate_dropped", "GEN3D_OT_ca
                   "GEN3D_OT_open_folder", "GEN3D_OT_remove_job", "GEN3D_OT_check_engines", "GEN3D_OT_stop_worker",
                   "GEN3D_OT_clear_message", "GEN3D_OT_setup_backend", "GEN3D_OT_install_engine",
                   "GEN3D_OT_cancel_setup_task", "GEN3D_OT_check_python", "GEN3D_OT_choose_python",
-                  "GEN3D_OT_report", "GEN3D_PT_main", "GEN3D_PT_advanced", "GEN3D_PT_jobs", "GEN3D_UL_jobs"}
+                  "GEN3D_OT_report", "GEN3D_OT_texture_selected", "GEN3D_OT_apply_texture", "GEN3D_PT_main", "GEN3D_PT_advanced", "GEN3D_PT_jobs", "GEN3D_UL_jobs"}
 REQUEST_FIELDS = {"engine", "texture_engine", "remove_background", "texture", "seed", "octree_resolution",
                   "num_inference_steps", "guidance_scale", "face_count", "texture_size"}
 
@@ -219,15 +219,52 @@ def test_worker_crash_restart_cancel_and_disable(zips, tmp_path):
     assert disable["job_status"] == "CANCELLED" and disable["seconds"] < 5
 
 
-def test_worker_does_not_outlive_blender(zips, tmp_path):
-    config = harness.base_config("legacy", zips[1], tmp_path, image=harness.copy_image("sphere", tmp_path))
+def test_a_job_running_when_blender_closes_is_finished_and_offered_next_time(zips, tmp_path):
+    blend = str(tmp_path / "scene.blend")
+    config = harness.base_config("legacy", zips[1], tmp_path, image=harness.copy_image("sphere", tmp_path),
+                                 blend=blend)
     report, _ = harness.run_driver("exit_with_job", config, tmp_path)
-    assert report["running"]
-    deadline = time.monotonic() + 10
+    assert report["running"] and report["saved_progress"] > 0        # the saved list has its progress
+    # Blender is gone; its worker completes the job it holds, then exits by itself.
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
             os.kill(report["worker_pid"], 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError("worker %s still running after Blender exited" % report["worker_pid"])
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("worker %s still running 240 s after Blender exited" % report["worker_pid"])
+    assert os.path.isfile(os.path.join(report["job_dir"], "meta.json")), os.listdir(os.path.dirname(report["job_dir"]))
+
+    config["prefs"]["pack_textures"] = True
+    reopened, _ = harness.run_driver("reopen", config, tmp_path / "second")
+    assert [(i["job_id"], i["status"]) for i in reopened["after_load"]] == [(report["job_id"], "COMPLETED")]
+    assert "finished after Blender closed" in reopened["after_load"][0]["message"]
+    assert reopened["import"]["error"] is None and reopened["object"]["name"] == "sphere"
+    assert reopened["packed"] == [True] * 5
+    assert reopened["items"][0]["object_name"] == "sphere"
+
+
+def test_sidebar_polish(zips, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bin").mkdir()
+    config = harness.base_config("extension", zips[0], tmp_path, image=harness.copy_image("sphere", tmp_path),
+                                 missing_image=str(tmp_path / "nope.png"), folder=str(tmp_path / "folder"),
+                                 empty_path=str(tmp_path / "bin"))
+    report, _ = harness.run_driver("polish", config, tmp_path)
+    assert report["fast_faces"] == 10000
+    assert report["preset_after_edit"] == "CUSTOM"                     # no preset stays highlighted
+    assert report["balanced"] == ["BALANCED", 40000, "1024"]
+    assert "does not exist" in report["message_before"] and report["message_after_new_image"] == ""
+    assert all(report["hidden"].values()), report["hidden"]
+    assert report["engine_names"]["builtin"] == "Built-in" and report["engine_names"]["hunyuan3d-2.1"] == "Hunyuan3D 2.1"
+    steps = {"num_inference_steps", "guidance_scale"}
+    assert not steps & set(report["advanced_props"]["builtin"])
+    assert steps <= set(report["advanced_props"]["hunyuan3d-2.1"])
+    # Re-import is offered for finished jobs only (the other import button is "Import Result Folder...").
+    assert report["import_offers"] == {"COMPLETED": 2, "FAILED": 1, "CANCELLED": 1}
+    assert report["summaries"] == {"COMPLETED": "Done: cone", "FAILED": "Failed: No object was found",
+                                   "CANCELLED": "Cancelled during shape"}
+    opened = report["open_folder"]
+    assert opened["result"] == ["CANCELLED"] and "xdg-open" in opened["error"] and str(tmp_path / "folder") in opened["message"]

@@ -205,3 +205,40 @@ def test_engine_status_lists_every_engine_and_why_not():
     # a worker's ready event carries the same rows and replaces what was known
     status.update(settings, [{"name": "builtin", "available": False, "reason": "CUDA was requested"}])
     assert status.describe(settings, "builtin") == (False, "CUDA was requested")
+
+
+def test_blender_without_requests_gets_the_apt_hint(monkeypatch):
+    from blender_addon import clients
+    from blender_addon.contract import Gen3DError
+
+    def missing(name):
+        raise ModuleNotFoundError("No module named 'requests'", name="requests")
+
+    monkeypatch.setattr(clients.importlib, "import_module", missing)
+    with pytest.raises(Gen3DError) as info:
+        clients._remote_client_class()
+    assert info.value.code == "ENGINE_UNAVAILABLE"
+    assert "sudo apt-get install python3-requests" in info.value.message
+
+
+def test_remote_progress_says_at_once_that_the_endpoint_is_unreachable(tmp_path):
+    import socket
+    import threading
+    from blender_addon.contract import Gen3DError
+    from blender_addon.remote_client import RemoteClient
+    with socket.socket() as probe:                      # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = addon_settings.BackendSettings(backend="REMOTE", remote_url="http://127.0.0.1:%d" % port, api_key="k",
+                                              output_dir=str(tmp_path))
+    client = RemoteClient(settings, network_patience=1.5)
+    image = tmp_path / "in.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    seen, started = [], time.monotonic()
+    with pytest.raises(Gen3DError) as info:
+        client.run("0" * 16, {"image_path": str(image)}, str(tmp_path / "job"),
+                   lambda event: seen.append((time.monotonic() - started, event["message"])), threading.Event())
+    retrying = [(at, text) for at, text in seen if text.startswith("Cannot reach 127.0.0.1:%d" % port)]
+    assert retrying and retrying[0][0] < 1.0, seen
+    assert "connection refused" in retrying[0][1] and "retrying" in retrying[0][1]
+    assert "Cannot reach the remote endpoint" in info.value.message

@@ -188,7 +188,8 @@ def test_engines_json_lists_every_hunyuan_engine_and_why_not(isolated, monkeypat
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["builtin"]["available"] is True
-    for name, capabilities in (("hunyuan3d-2.1", ["shape", "texture"]), ("hunyuan3d-2", ["shape", "texture"]),
+    for name, capabilities in (("hunyuan3d-2.1", ["shape", "texture", "texture_existing"]),
+                               ("hunyuan3d-2", ["shape", "texture", "texture_existing"]),
                                ("hunyuan3d-2mini", ["shape"])):
         assert rows[name]["capabilities"] == capabilities and rows[name]["available"] is False
         assert rows[name]["vram_gb"]["shape"] > 0 and rows[name]["reason"]
@@ -595,3 +596,40 @@ def test_declared_weights_cover_every_file_the_engines_look_for():
     for engine_class in (Hunyuan21Engine, Hunyuan2Engine, Hunyuan2MiniEngine):       # what an image bake lists
         assert {(m.repo_id, m.subfolder) for m in engine_class.model_files()} == \
             {(m.repo_id, m.subfolder) for m in needed[engine_class.name]}
+
+
+def test_hy3dgen_paints_a_given_mesh_into_its_own_uvs(hy3dgen, monkeypatch, tmp_path):
+    """texture_existing: the painter re-unwraps (its own xatlas atlas), but the result keeps the given
+    mesh's vertices, faces and UVs, and its painted colours are resampled into those UVs."""
+    from backend_local import export
+    from backend_local.pipeline import Pipeline
+    from backend_local.texturing.uv import unwrap
+    from tests.test_texture_existing import read_result, scrambled_sphere
+
+    _library, settings = hy3dgen
+    monkeypatch.setattr(Hunyuan2Engine, "painter_needs_cuda", False)
+    vertices, faces = scrambled_sphere()
+    vertex_map, split_faces, uvs = unwrap(vertices, faces, 256)
+    given = vertices[vertex_map]
+    path = str(tmp_path / "given.glb")
+    export.write_glb(path, given, split_faces, trimesh.Trimesh(given, split_faces, process=False).vertex_normals, uvs)
+    out = str(tmp_path / "out")
+    request = parse_request({"image_path": data("sphere", "input.png"), "mesh_path": path,
+                             "texture_engine": "hunyuan3d-2", "texture_size": 256})
+    manifest = Pipeline("cpu", settings={"hunyuan3d-2": settings}).run(request, out)
+    assert manifest["engine"] == {"shape": None, "texture": "hunyuan3d-2"}
+
+    got_vertices, got_faces, got_uvs, _ = read_result(out)
+    assert np.array_equal(got_vertices, given.astype(np.float32)) and np.array_equal(got_faces, split_faces)
+    assert np.array_equal(got_uvs, uvs.astype(np.float32))          # the painter's atlas never reaches the result
+
+    # The painter's colour is its own UV (red = u, green = v up): at each face's centre in OUR UVs the
+    # albedo must show the painter's UV of that same face centre.
+    from backend_local.texturing.mesh_view import to_camera
+    _v, their_faces, their_uvs = fakes._own_atlas(to_camera(given, None), split_faces)
+    expected = their_uvs[their_faces].mean(axis=1) * 255
+    albedo = np.asarray(Image.open(os.path.join(out, "albedo.png")).convert("RGB")).astype(float)
+    centre = uvs[split_faces].mean(axis=1) * 256
+    sampled = albedo[np.clip(centre[:, 1].astype(int), 0, 255), np.clip(centre[:, 0].astype(int), 0, 255)]
+    error = np.abs(sampled[:, :2] - expected)
+    assert np.median(error) < 4 and np.percentile(error, 90) < 16, (np.median(error), np.percentile(error, 90))

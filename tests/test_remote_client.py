@@ -75,7 +75,7 @@ def test_job_downloads_and_verifies_the_result(finished_job):
     parent, job_dir, events = finished_job
     manifest = read_manifest(str(job_dir))
     assert verify_files(str(job_dir), manifest) == []
-    assert sorted(os.listdir(job_dir)) == sorted(list(manifest["files"]) + ["meta.json"])
+    assert sorted(os.listdir(job_dir)) == sorted(list(manifest["files"]) + ["meta.json", remote_client.STATE_FILE])
     assert "meta_url" not in manifest and all("url" not in info for info in manifest["files"].values())
     assert os.listdir(parent) == ["sphere-job"]                      # no staging folder left behind
 
@@ -97,7 +97,7 @@ def test_a_downloaded_file_is_never_downloaded_again(disk_server, finished_job, 
 
     # An interrupted run: the staging folder knows the remote job and holds all but two files.
     job_dir = tmp_path / "second"
-    staging = tmp_path / ".second.remote-bbbbbbbbbbbbbbbb"
+    staging = tmp_path / ".second.remote"
     staging.mkdir()
     for name in manifest["files"]:
         if name not in ("ao.png", "mesh.glb"):
@@ -135,7 +135,7 @@ def test_unreachable_endpoint_fails_with_a_clear_message(tmp_path):
 
 def test_cancel_stops_the_remote_job(disk_server, tmp_path):
     cancel = threading.Event()
-    staging_state = tmp_path / (".job.remote-cccccccccccccccc") / remote_client.STATE_FILE
+    staging_state = tmp_path / ".job.remote" / remote_client.STATE_FILE
     outcome = {}
 
     def job():
@@ -168,10 +168,11 @@ def test_cancel_stops_the_remote_job(disk_server, tmp_path):
 class ScriptedEndpoint:
     """A RunPod-protocol endpoint whose answers the test decides; it also serves the result files."""
 
-    def __init__(self, files, status_script=None, file_bytes=None):
+    def __init__(self, files, status_script=None, file_bytes=None, post_script=None):
         self.files = files                        # name -> bytes listed in the manifest
         self.file_bytes = file_bytes or files     # name -> bytes actually served
         self.status_script = list(status_script or [])
+        self.post_script = list(post_script or [])    # answers to POST /run before the normal one
         self.hits = []
         endpoint = self
 
@@ -179,9 +180,11 @@ class ScriptedEndpoint:
             def log_message(self, *args):
                 pass
 
-            def _json(self, status, body):
+            def _json(self, status, body, headers=None):
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -190,6 +193,10 @@ class ScriptedEndpoint:
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 endpoint.hits.append(("POST", self.path))
+                if self.path == "/run" and endpoint.post_script:
+                    step = endpoint.post_script.pop(0)
+                    self._json(step[1], {"error": "busy"}, step[2] if len(step) > 2 else None)
+                    return
                 self._json(200, {"id": "remote-1", "status": "IN_QUEUE"})
 
             def do_GET(self):
@@ -203,7 +210,7 @@ class ScriptedEndpoint:
                     return
                 step = endpoint.status_script.pop(0) if endpoint.status_script else ("COMPLETED", None)
                 if step[0] == "HTTP":
-                    self._json(step[1], {"error": "busy"})
+                    self._json(step[1], {"error": "busy"}, step[2] if len(step) > 2 else None)
                 elif step[0] == "COMPLETED":
                     self._json(200, {"id": "remote-1", "status": "COMPLETED", "output": endpoint.manifest()})
                 else:
@@ -300,3 +307,106 @@ def test_image_too_large_is_refused_before_sending(tmp_path, monkeypatch):
     with pytest.raises(Gen3DError) as caught:
         remote_client.wire_request({"image_path": SPHERE})
     assert caught.value.code == IMAGE_TOO_LARGE
+
+
+# --- issue 12: resume, replace, resend, give up, Retry-After -------------------------------------------
+def _posts(endpoint):
+    return [hit for hit in endpoint.hits if hit == ("POST", "/run")]
+
+
+def test_post_run_is_not_resent_after_a_5xx(endpoint_factory, tmp_path):
+    endpoint = endpoint_factory(FILES, post_script=[("HTTP", 503), ("HTTP", 503)])
+    error = failure(RemoteClient(settings(endpoint.url), poll_interval=0.01, network_patience=5), tmp_path / "job")
+    assert error.code == INTERNAL and error.retryable and "not sent again" in error.message
+    assert _posts(endpoint) == [("POST", "/run")]
+
+
+def test_a_429_with_retry_after_is_waited_out(endpoint_factory, tmp_path):
+    """Retry-After longer than the network patience: waited for (it used to give up at once), with
+    the submission resent after the 429 (refused, so not queued) and a status poll retried too."""
+    endpoint = endpoint_factory(FILES, post_script=[("HTTP", 429, {"Retry-After": "1"})],
+                                status_script=[("HTTP", 429, {"Retry-After": "2"}), ("COMPLETED", None)])
+    started = time.monotonic()
+    events = run(RemoteClient(settings(endpoint.url), poll_interval=0.01, network_patience=0.3), tmp_path / "job")
+    assert time.monotonic() - started >= 3.0
+    assert len(_posts(endpoint)) == 2 and verify_files(str(tmp_path / "job"), read_manifest(str(tmp_path / "job"))) == []
+    assert any("retrying in 2 s" in event["message"] for event in events)
+
+
+def test_jitter_spreads_retries_and_retry_after_forms():
+    waits = {round(remote_client._jittered(1.0), 6) for _ in range(50)}
+    assert len(waits) > 40 and all(1.0 <= wait <= 1.25 for wait in waits)
+
+    class Answer:
+        def __init__(self, value):
+            self.headers = {"Retry-After": value} if value is not None else {}
+
+    import email.utils
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    assert remote_client.retry_after_s(Answer("120")) == 120.0
+    assert 115 < remote_client.retry_after_s(Answer(later)) <= 120
+    assert remote_client.retry_after_s(Answer("soon")) is None and remote_client.retry_after_s(Answer(None)) is None
+
+
+def test_giving_up_polling_cancels_the_remote_job(endpoint_factory, tmp_path):
+    endpoint = endpoint_factory(FILES, status_script=[("HTTP", 503)] * 1000)
+    error = failure(RemoteClient(settings(endpoint.url), poll_interval=0.01, network_patience=0.6), tmp_path / "job")
+    assert error.code == INTERNAL and "still failing" in error.message
+    assert ("POST", "/cancel/remote-1") in endpoint.hits                 # not left running (and billing)
+    assert os.listdir(tmp_path) == []                                     # no staging leftovers
+
+
+def test_another_request_into_the_same_folder_runs_anew_and_replaces_the_result(endpoint_factory, tmp_path):
+    first = endpoint_factory(FILES)
+    job_dir = tmp_path / "job"
+    run(RemoteClient(settings(first.url), poll_interval=0.01), job_dir)
+    hits = len(first.hits)
+    run(RemoteClient(settings(first.url), poll_interval=0.01), job_dir, job_id="fedcba9876543210")
+    assert len(first.hits) == hits                                        # the same request: its result is here
+
+    other_files = {"mesh.glb": b"glTF" + b"\x07" * 7000, "input.png": b"\x89PNG" + b"\x08" * 100}
+    second = endpoint_factory(other_files)
+    run(RemoteClient(settings(first.url), poll_interval=0.01), job_dir, seed=7)   # same endpoint, other settings
+    assert len(_posts(first)) == 2                                        # asked the server again
+    run(RemoteClient(settings(second.url), poll_interval=0.01), job_dir, engine="hunyuan3d-2")
+    assert _posts(second) == [("POST", "/run")]
+    assert (job_dir / "mesh.glb").read_bytes() == other_files["mesh.glb"]      # replaced, no "Directory not empty"
+    assert verify_files(str(job_dir), read_manifest(str(job_dir))) == []
+    assert os.listdir(tmp_path) == ["job"]
+
+
+class _Crash(BaseException):
+    """Blender killed mid-job: nothing gets to clean up."""
+
+
+def test_a_job_interrupted_by_a_restart_is_resumed_not_resubmitted(endpoint_factory, tmp_path):
+    endpoint = endpoint_factory(FILES, status_script=[("IN_PROGRESS", {"output": {
+        "job_id": "remote-1", "stage": "shape", "progress": 0.4, "message": "shaping"}})] * 3 + [("COMPLETED", None)])
+    job_dir = tmp_path / "job"
+
+    def crash_on_shape(event):
+        if event["stage"] == "shape":
+            raise _Crash()
+
+    with pytest.raises(_Crash):
+        RemoteClient(settings(endpoint.url), poll_interval=0.01).run(
+            "1111111111111111", request(), str(job_dir), crash_on_shape, threading.Event())
+    assert os.listdir(tmp_path) == [".job.remote"]                        # one staging folder, named by the folder
+    run(RemoteClient(settings(endpoint.url), poll_interval=0.01), job_dir, job_id="2222222222222222")
+    assert _posts(endpoint) == [("POST", "/run")]                         # resumed the same remote job
+    assert verify_files(str(job_dir), read_manifest(str(job_dir))) == [] and os.listdir(tmp_path) == ["job"]
+
+
+def test_a_folder_with_other_files_is_refused_before_submitting(endpoint_factory, tmp_path):
+    endpoint = endpoint_factory(FILES)
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "notes.txt").write_text("mine")
+    error = failure(RemoteClient(settings(endpoint.url), poll_interval=0.01), tmp_path / "job")
+    assert error.code == INVALID_INPUT and "other files" in error.message and endpoint.hits == []
+    assert (tmp_path / "job" / "notes.txt").read_text() == "mine"
+
+
+def test_runpod_error_strings_and_dicts_both_parse():
+    contract = {"code": "STORAGE", "message": "Bucket down.", "stage": "upload", "retryable": True}
+    for form in (json.dumps(contract), contract):
+        assert remote_error(form).code == "STORAGE"

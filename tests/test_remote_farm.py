@@ -141,10 +141,12 @@ def test_cancel_reaches_running_and_queued_jobs_on_the_workers(farm):
         assert api.post("/cancel/%s" % queued).json()["status"] == "CANCELLED"
         assert api.post("/cancel/%s" % running).json()["status"] == "CANCELLED"
         deadline = time.monotonic() + 60
-        while (farm.outcome(running) or {}).get("status") != "CANCELLED":   # the worker itself stopped
+        while not [e for e in job_events(farm.redis_client, running) if e[0] == "outcome"]:   # the worker stopped
             assert time.monotonic() < deadline, farm.outcome(running)
             time.sleep(0.1)
-        assert [e[1] for e in job_events(farm.redis_client, running) if e[0] == "outcome"] == [worker]
+        assert [(e[1], e[2]["status"]) for e in job_events(farm.redis_client, running) if e[0] == "outcome"] == \
+            [(worker, "CANCELLED")]
+        assert farm.outcome(running) == {"status": "CANCELLED"}
         farm.check_one_result(other, wait_for(api, other, FINAL, timeout=JOB_WAIT_S))
         # The queued job reached a worker after `other` and was dropped without running.
         later = farm.submit(api, seed=103)

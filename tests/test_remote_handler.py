@@ -112,13 +112,35 @@ def test_job_uploads_and_returns_presigned_manifest(worker, runpod_api, moto_s3)
     assert max(e["progress"] for e in events) < 1.0          # 100% is reported by COMPLETED itself
 
 
+def _error(result):
+    """The contract error in a RunPod result: `error` is JSON text (the SDK types it as a string)."""
+    assert isinstance(result["error"], str), result
+    return json.loads(result["error"])
+
+
 def test_invalid_input_is_a_contract_error(worker, runpod_api):
     result = run_as_runpod({"id": "rp-job-2", "input": {"image_path": "/etc/passwd"}})
-    assert "output" not in result
-    error = result["error"]
+    assert "output" not in result and "stopPod" not in result          # bad input: keep the worker
+    error = _error(result)
     assert error["code"] == "INVALID_INPUT" and "image_path" in error["message"] and error["retryable"] is False
     refused = run_as_runpod({"id": "rp-job-3", "input": {"image_url": "http://169.254.169.254/latest/meta-data/"}})
-    assert refused["error"]["code"] == "INVALID_INPUT" and "private, local or reserved" in refused["error"]["message"]
+    assert _error(refused)["code"] == "INVALID_INPUT" and "private, local or reserved" in _error(refused)["message"]
+    assert handler.parse_failure(refused).code == "INVALID_INPUT"
+    assert handler.parse_failure({"error": {"code": "STORAGE", "message": "old"}}).code == "STORAGE"   # older workers
+    assert handler.parse_failure({"error": "plain text"}).code == "INTERNAL"
+
+
+def test_out_of_memory_and_internal_refresh_the_worker(worker, runpod_api, monkeypatch):
+    def out_of_memory(*_args, **_kwargs):
+        raise Gen3DError("OUT_OF_MEMORY", "The GPU ran out of memory during shape.", stage="shape")
+
+    monkeypatch.setattr(handler, "execute_job", out_of_memory)
+    result = run_as_runpod({"id": "rp-job-oom", "input": sphere_request()})
+    assert _error(result)["code"] == "OUT_OF_MEMORY" and result["stopPod"] is True
+    monkeypatch.setattr(handler, "execute_job", lambda *a, **k: 1 / 0)
+    result = run_as_runpod({"id": "rp-job-internal", "input": sphere_request()})
+    error = _error(result)
+    assert error["code"] == "INTERNAL" and "ZeroDivisionError" in error["message"] and result["stopPod"] is True
 
 
 def test_storage_outage_gives_storage_error(worker, runpod_api, monkeypatch):
@@ -127,7 +149,7 @@ def test_storage_outage_gives_storage_error(worker, runpod_api, monkeypatch):
     monkeypatch.setenv("GEN3D_S3_UPLOAD_ATTEMPTS", "2")
     outage.stop()                                        # S3 goes down before the upload
     result = run_as_runpod({"id": "rp-job-4", "input": sphere_request()})
-    error = result["error"]
+    error = _error(result)
     assert error["code"] == "STORAGE" and error["stage"] == "upload" and error["retryable"] is True
     assert "after 2 tries" in error["message"]
 
@@ -171,6 +193,39 @@ def test_worker_reads_runpod_bucket_names(monkeypatch):
     storage = handler.get_storage()
     assert storage.config.region == "auto" and storage.config.bucket == BUCKET
     assert storage.url("j", "mesh.glb").startswith("https://acc.r2.cloudflarestorage.com/%s/gen3d/j/mesh.glb?" % BUCKET)
+
+
+def test_script_path_and_the_sdks_local_api_server(tmp_path):
+    """`python backend_remote/handler.py --rp_serve_api`: the script form imports (no relative-import
+    error) and the SDK's own FastAPI test server answers a failed job with HTTP 200 and the contract
+    error as a string (a dict made it answer 500 ResponseValidationError)."""
+    from test_remote_support import free_port, httpx
+
+    port = free_port()
+    env = dict(os.environ, GEN3D_DEVICE="cpu", GEN3D_WORK_DIR=str(tmp_path))
+    env.pop("PYTHONPATH", None)
+    for key in [k for k in env if k.startswith(("GEN3D_S3_", "BUCKET_"))]:
+        env.pop(key)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "backend_remote", "handler.py"), "--rp_serve_api",
+                             "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        response = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                response = httpx.post("http://127.0.0.1:%d/runsync" % port, timeout=30,
+                                      json={"input": {"image_path": "/etc/passwd"}})
+                break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert response is not None, proc.communicate(timeout=10)[0][-3000:]
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "FAILED" and json.loads(body["error"])["code"] == "INVALID_INPUT"
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_entry_point_runs_a_job_with_runpods_local_test_mode(moto_s3, tmp_path):

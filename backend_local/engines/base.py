@@ -10,6 +10,7 @@ from shared.errors import CANCELLED, Gen3DError
 SHAPE = "shape"
 TEXTURE = "texture"
 MULTIVIEW = "multiview"      # a capability, not a stage: the engine uses the request's `views`
+TEXTURE_EXISTING = "texture_existing"   # paints a given mesh, keeping its vertices, faces and UVs
 
 
 @dataclass
@@ -57,6 +58,10 @@ class ShapeResult:
     detail: object = None         # engine-private data for its own texturer (e.g. a smooth field)
     elevation_deg: float = 0.0    # the input camera's elevation the engine assumed or estimated
     views: dict = None            # name -> ExtraView, for texturers that project every view
+    # A given mesh's UVs, (vertex_map, faces, uvs): texturers bake into these instead of unwrapping
+    # (DESIGN.md "Texturing an existing mesh"); None: the texturer makes its own.
+    uv_layout: tuple = None
+    normals: np.ndarray = None    # a given mesh's own vertex normals (None: smooth normals)
 
 
 @dataclass

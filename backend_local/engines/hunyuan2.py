@@ -18,7 +18,7 @@ import numpy as np
 
 from . import base
 from . import hunyuan_common as hc
-from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_texture
+from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_speed, hunyuan_texture
 
 SHAPE_MODULES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops", "pymeshlab", "trimesh", "cv2",
                  "yaml")
@@ -113,7 +113,8 @@ class Hy3DGenEngine(hc.HunyuanEngine):
             vae_root = hc.locate(vae[0], self.settings)[0] if vae else None
             return hunyuan_shape.load_shape_model("hy3dgen.shapegen", root, variant, device,
                                                   hc.library_dtype(device, self.settings), use_safetensors=True,
-                                                  engine=self.name, vae_root=vae_root)
+                                                  engine=self.name, vae_root=vae_root,
+                                                  settings=self.settings)
         problem = self.painter_device_problem(device)
         if problem:
             raise problem
@@ -127,8 +128,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         job.progress("shape", 0.02, "loading %s" % self.name)
         variant = specs.shape_variant(self.name, job.request.preset)
         model = self.model(base.SHAPE, job.device, variant)
-        return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
-                                                                              default=8000)))
+        return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device))
 
     def generate_texture(self, job, shape):
         import trimesh
@@ -156,8 +156,9 @@ class Hunyuan2Engine(Hy3DGenEngine):
     spec = specs.HUNYUAN_20
     shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2 shape (%s)"
                               % spec.shape[specs.BALANCED].subfolder)
-    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
+    stage_sizes = {base.SHAPE: (3.2, 2.4, 2.5), base.TEXTURE: (6.0, 3.5, 8.0)}
 
 
 class Hunyuan2MiniEngine(Hy3DGenEngine):
@@ -167,3 +168,4 @@ class Hunyuan2MiniEngine(Hy3DGenEngine):
                               % spec.shape[specs.BALANCED].subfolder)
     capabilities = frozenset({base.SHAPE})
     vram_gb = {base.SHAPE: 5.0}
+    stage_sizes = {base.SHAPE: (1.6, 1.0, 2.5)}

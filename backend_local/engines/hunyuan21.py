@@ -12,7 +12,7 @@ import os
 
 from . import base
 from . import hunyuan_common as hc
-from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_texture
+from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_speed, hunyuan_texture
 
 REPO_ID = specs.REPO_21
 SPEC = specs.HUNYUAN_21
@@ -40,8 +40,12 @@ MAX_PAINT_TEXTURE = 4096   # the painter bakes at twice our size up to this, the
 
 class Hunyuan21Engine(hc.HunyuanEngine):
     name = "hunyuan3d-2.1"
-    capabilities = frozenset({base.SHAPE, base.TEXTURE})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 10.0, base.TEXTURE: 21.0}
+    # (weights, largest component, working memory) in GB for the planner before a stage is loaded, as measured
+    # at full size on the H200 (bench/results/hunyuan_fullsize_h200.jsonl); the shape's working memory is
+    # what decoding needs at the smallest num_chunks (the decode batch grows with the memory left)
+    stage_sizes = {base.SHAPE: (6.9, 6.1, 2.5), base.TEXTURE: (6.6, 3.9, 6.5)}
     remover_module = "hy3dshape.rembg"
 
     # -- where things are
@@ -132,7 +136,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
             root, _ = hc.locate(SHAPE_MODEL, self.settings)
             return hunyuan_shape.load_shape_model("hy3dshape", root, variant or SPEC.shape[specs.BALANCED], device,
                                                   hc.library_dtype(device, self.settings), use_safetensors=False,
-                                                  paths=folders, engine=self.name)
+                                                  paths=folders, engine=self.name, settings=self.settings)
         problem = self.painter_device_problem(device)
         if problem:
             raise problem
@@ -165,8 +169,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
         job.progress("shape", 0.02, "loading %s" % self.name)
         model = self.model(base.SHAPE, job.device, specs.shape_variant(self.name, job.request.preset))
         with hc.library_paths(self.library_folders()):
-            return hunyuan_shape.generate_shape(self, model, job, int(hc.setting(self.settings, "num_chunks",
-                                                                                  default=8000)))
+            return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device))
 
     def generate_texture(self, job, shape):
         import trimesh

@@ -34,6 +34,7 @@ from shared.errors import ENGINE_UNAVAILABLE, INTERNAL, OUT_OF_MEMORY, Gen3DErro
 from ..mesh_ops import clean_closed_mesh, decimate, normalize
 from . import base
 from . import hunyuan_specs as specs
+from . import hunyuan_memory
 
 WEIGHTS_ENV = "GEN3D_WEIGHTS_DIR"
 REPO21_ENV = "GEN3D_HUNYUAN21_REPO"
@@ -584,7 +585,9 @@ def out_of_memory(exc, engine, stage, device):
     need = float(engine.vram_gb.get(stage, 0.0))
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info(device)
+        from .. import vram_plan
+
+        free, total = vram_plan.usable_bytes(device), torch.cuda.mem_get_info(device)[1]
         numbers = "%.1f GB free of %.1f GB after the failure; %s/%s needs about %.0f GB" % (
             free / GB, total / GB, engine.name, stage, need)
     else:
@@ -599,17 +602,25 @@ def out_of_memory(exc, engine, stage, device):
         stage, numbers, advice), stage=stage, retryable=True)
 
 
-@contextlib.contextmanager
-def gpu_stage(engine, stage, device):
-    """Turn a CUDA out-of-memory inside a stage into OUT_OF_MEMORY with numbers."""
-    try:
-        yield
-    except Gen3DError:
-        raise
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-        if is_out_of_memory(exc):
-            raise out_of_memory(exc, engine, stage, device) from exc
-        raise
+class gpu_stage:
+    """Turn a CUDA out-of-memory inside a stage into OUT_OF_MEMORY with numbers. The failed call's frames
+    (which hold its activations) are cleared before the cache is emptied and the free memory read, so the
+    numbers and the next job see the memory really free."""
+
+    def __init__(self, engine, stage, device):
+        self.engine, self.stage, self.device = engine, stage, device
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, Gen3DError) or not is_out_of_memory(exc):
+            return False
+        del tb
+        text = hunyuan_memory.free_failure(exc)
+        error = out_of_memory(text, self.engine, self.stage, self.device)
+        error.__suppress_context__ = True
+        raise error from None
 
 
 def release_cuda():
@@ -645,7 +656,7 @@ def library_cutout(remover_module, rgb, paths=()):
 # The adapter skeleton both Hunyuan engine modules share
 
 
-class HunyuanEngine(base.Engine):
+class HunyuanEngine(hunyuan_memory.StageMemory, base.Engine):
     """Per-stage availability, lazy per-stage loading onto the job's device, unloading.
 
     Subclasses give `stage_problems(stage)` (what is missing for a stage, as sentences), `load_stage`
@@ -716,6 +727,7 @@ class HunyuanEngine(base.Engine):
                                      exc, specs.install_command(self.name)), stage=stage, retryable=False)
             self._device = device
             self._loaded.add(stage)
+        self.bring_back(stage, device)
         return self._models[stage]
 
     def variant_problems(self, stage, variant):
@@ -728,6 +740,7 @@ class HunyuanEngine(base.Engine):
     def unload(self, stage=None):
         for name in ([stage] if stage else list(self._models)):
             self._models.pop(name, None)
+        self.forget_stage(stage)
         super().unload(stage)
         if not self._models:
             self._device = None

@@ -21,6 +21,7 @@ from shared.errors import ENGINE_UNAVAILABLE, INTERNAL, Gen3DError
 
 from . import base
 from . import hunyuan_common as hc
+from . import hunyuan_memory, hunyuan_speed
 
 ENCODER_PREFIX = "encoder."
 FLASHVDM_MC_ALGO = "mc"        # upstream's default; "dmc" needs the optional diso package
@@ -146,12 +147,16 @@ def load_turbo_vae(package, folder, device, dtype, use_safetensors=True):
 
 
 def load_shape_model(package, root, variant, device, dtype, use_safetensors, paths=(), engine="ENGINE",
-                     vae_root=None):
+                     vae_root=None, settings=None):
     """from_pretrained on a local folder (root/<variant.subfolder> holds config.yaml and the checkpoint),
     with downloads blocked; FlashVDM with the variant's turbo VAE (from vae_root/<vae_subfolder>) when the
-    variant asks for it. `package` is the library's module holding the pipeline and postprocessors."""
+    variant asks for it. `package` is the library's module holding the pipeline and postprocessors. The
+    modules are built on the meta device and take the checkpoint's fp16 tensors (memory-mapped), so no fp32
+    copy of the model is ever made in host RAM (setting "lean_load" false: the library's own way)."""
     library = hc.import_library(package, "The %s shape pipeline" % package, paths, engine)
-    with hc.library_paths(paths), hc.offline({}), compatible_vae(package):
+    lean = str(hc.setting(settings, "lean_load", default="true")).lower() not in ("0", "false", "no")
+    with hc.library_paths(paths), hc.offline({}), compatible_vae(package), \
+            (hunyuan_memory.lean_construction() if lean else contextlib.nullcontext()):
         pipeline = library.Hunyuan3DDiTFlowMatchingPipeline.from_pretrained(
             root, subfolder=variant.subfolder, use_safetensors=use_safetensors, variant="fp16", device=str(device),
             dtype=dtype)
@@ -162,6 +167,7 @@ def load_shape_model(package, root, variant, device, dtype, use_safetensors, pat
                 pipeline.vae = load_turbo_vae(package, os.path.join(vae_root or root, variant.vae_subfolder),
                                               device, dtype, use_safetensors)
             pipeline.enable_flashvdm(mc_algo=FLASHVDM_MC_ALGO, replace_vae=False)
+    hunyuan_speed.apply_shape_speed(pipeline, settings)
     return ShapeModel(pipeline, library.FloaterRemover(), library.DegenerateFaceRemover(), library.FaceReducer(),
                       variant)
 

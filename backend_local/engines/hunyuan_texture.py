@@ -169,7 +169,10 @@ def painted_result(job, shape, painted, size):
     """Our five maps for `shape`: the built-in bake, with each painted map (albedo; metallic and roughness
     when the painter made them) replacing the bake's own estimate."""
     view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
-    baked = bake_textures(job, shape.vertices, shape.faces, view, size)
+    # A given mesh's own UVs (shape.uv_layout) are the layout everything is resampled into, so the
+    # painter's re-unwrap never reaches the result.
+    baked = bake_textures(job, shape.vertices, shape.faces, view, size, uv_layout=shape.uv_layout,
+                           vertex_normals=shape.normals)
     job.progress("texture", 0.9, "placing the painted maps")
     maps = dict(baked["maps"])
     maps.update(transfer(baked, painted, size, job.device))

@@ -60,6 +60,11 @@ class EngineRegistry:
                 status = engine.availability()
                 row.update(capabilities=sorted(engine.capabilities), vram_gb=dict(engine.vram_gb),
                            available=status.available, reason=status.reason)
+                if getattr(engine, "stage_sizes", None):
+                    from .. import vram_plan
+
+                    row["memory"] = vram_plan.card_summary([engine.stage_need(stage) for stage in
+                                                            sorted(engine.stage_sizes) if stage in engine.capabilities])
             except Gen3DError as exc:
                 row["reason"] = exc.message
             except Exception as exc:  # an engine module that fails to import must not hide the others

@@ -41,6 +41,10 @@ def publish_lock_key(job_id):
     return "gen3d:publishing:%s" % job_id
 
 
+def running_key(job_id):
+    return "gen3d:running:%s" % job_id
+
+
 def worker_key(name):
     return "gen3d:worker:%s" % name
 

@@ -30,6 +30,7 @@ FAILED = "FAILED"
 TIMED_OUT = "TIMED_OUT"
 CANCELLED_STATUS = "CANCELLED"
 LOCK_TTL_S = 30.0
+RUNNING_TTL_S = 15.0
 
 # Compare-and-act on the lock, so a delivery whose lock expired cannot renew or free another's.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -109,19 +110,39 @@ class Outcomes:
         return bool(self.client.exists(config.cancel_key(job_id)))
 
 
-class _LockKeeper(threading.Thread):
-    def __init__(self, client, key, token):
-        super().__init__(name="gen3d-lock-%s" % key, daemon=True)
-        self.client, self.key, self.token = client, key, token
-        self.stopped = threading.Event()
-        self.renew = client.register_script(_RENEW)
+class Lease:
+    """A Redis key held by one delivery while it works, renewed by a thread until released; it lapses
+    by itself `ttl_s` after its holder vanished."""
 
-    def run(self):
-        while not self.stopped.wait(LOCK_TTL_S / 3):
+    def __init__(self, client, key, ttl_s):
+        self.client, self.key, self.ttl_ms = client, key, int(ttl_s * 1000)
+        self.token = uuid.uuid4().hex
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._stopped = threading.Event()
+        self._thread = None
+
+    def acquire(self):
+        taken = retry_redis(lambda: self.client.set(self.key, self.token, nx=True, px=self.ttl_ms),
+                            "take %s" % self.key)
+        if taken:
+            self._thread = threading.Thread(target=self._keep, name="gen3d-lease", daemon=True)
+            self._thread.start()
+        return bool(taken)
+
+    def _keep(self):
+        while not self._stopped.wait(self.ttl_ms / 3000.0):
             try:
-                self.renew(keys=[self.key], args=[self.token, int(LOCK_TTL_S * 1000)])
-            except Exception as exc:       # an outage: the lock may lapse, the outcome stays NX-guarded
+                self._renew(keys=[self.key], args=[self.token, self.ttl_ms])
+            except Exception as exc:       # an outage: the lease may lapse; outcomes stay NX-guarded
                 log("could not renew %s (%s)" % (self.key, exc))
+
+    def release(self):
+        self._stopped.set()
+        try:
+            self._release(keys=[self.key], args=[self.token])
+        except Exception:
+            pass                           # it lapses by itself
 
 
 class PublishOnce:
@@ -133,23 +154,18 @@ class PublishOnce:
         self.storage = storage
         self.client = client
         self.outcomes = outcomes
-        self.release = client.register_script(_RELEASE)
 
     def publish(self, job_id, local_dir, manifest, on_progress=None, cancel=None):
-        key = config.publish_lock_key(job_id)
-        token = uuid.uuid4().hex
+        lock = Lease(self.client, config.publish_lock_key(job_id), LOCK_TTL_S)
         while True:
             finished = self.outcomes.get(job_id)
             if finished is not None:
                 raise AlreadyFinished(finished)
-            if retry_redis(lambda: self.client.set(key, token, nx=True, px=int(LOCK_TTL_S * 1000)),
-                           "take the publication lock of %s" % job_id):
+            if lock.acquire():
                 break
             if cancel is not None and cancel.is_set():
                 raise Gen3DError(CANCELLED, "The job was cancelled.", stage="upload", retryable=False)
             time.sleep(0.25)           # another delivery is uploading; wait for its outcome or its lock to lapse
-        keeper = _LockKeeper(self.client, key, token)
-        keeper.start()
         try:
             finished = self.outcomes.get(job_id)
             if finished is not None:
@@ -160,11 +176,7 @@ class PublishOnce:
                 raise AlreadyFinished(standing)        # only if our lock lapsed during an outage
             return stored
         finally:
-            keeper.stopped.set()
-            try:
-                self.release(keys=[key], args=[token])
-            except Exception:
-                pass                   # it lapses by itself after LOCK_TTL_S
+            lock.release()
 
 
 class ProgressSender:

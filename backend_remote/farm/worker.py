@@ -5,7 +5,9 @@ its models between jobs. The pool process is what runs jobs, so when it dies (ki
 memory) Celery's parent notices and puts the job back on the queue at once
 (task_reject_on_worker_lost); when the whole machine is lost, the job comes back after the
 visibility timeout. Either way the next delivery finds the job's outcome if it was already
-recorded, and only repeats it.
+recorded, and only repeats it; while another delivery of the job still holds its running lease
+(Celery also redelivers running jobs after a broker connection loss), it waits instead of running
+the job a second time.
 
 Cancel reaches a running job through `gen3d:cancel:<job_id>` (set by the server, watched here a few
 times a second) and a queued one through Celery's revocation as well.
@@ -27,8 +29,8 @@ from shared.request import parse_request
 from ..execute import execute_job
 from ..storage import check_job_id
 from . import config
-from .results import (CANCELLED_STATUS, COMPLETED, FAILED, TIMED_OUT, AlreadyFinished, Events, Outcomes,
-                      ProgressSender, PublishOnce, log, retry_redis)
+from .results import (CANCELLED_STATUS, COMPLETED, FAILED, RUNNING_TTL_S, TIMED_OUT, AlreadyFinished, Events, Lease,
+                      Outcomes, ProgressSender, PublishOnce, log, retry_redis)
 
 CANCEL_POLL_S = 0.25
 HEARTBEAT_S = 5.0
@@ -93,11 +95,26 @@ class JobRunner:
 
     def run(self, job_id, request_data):
         check_job_id(job_id)
-        finished = self.outcomes.get(job_id)
-        if finished is not None:           # delivered again after its outcome was recorded
-            log("job %s already ended (%s); repeating its outcome" % (job_id, finished["status"]))
-            self.events.outcome(job_id, finished)
-            return finished["status"]
+        lease = Lease(self.client, config.running_key(job_id), RUNNING_TTL_S)
+        waited = False
+        while True:
+            finished = self.outcomes.get(job_id)
+            if finished is not None:       # delivered again after its outcome was recorded
+                log("job %s already ended (%s); repeating its outcome" % (job_id, finished["status"]))
+                self.events.outcome(job_id, finished)
+                return finished["status"]
+            if lease.acquire():
+                break
+            if not waited:                 # e.g. Celery redelivers running jobs after a broker blip
+                log("job %s is running on another delivery; waiting for its outcome, or for it to vanish" % job_id)
+                waited = True
+            time.sleep(1.0)
+        try:
+            return self._run_leased(job_id, request_data)
+        finally:
+            lease.release()
+
+    def _run_leased(self, job_id, request_data):
         if retry_redis(lambda: self.outcomes.cancel_requested(job_id), "read the cancel flag of %s" % job_id):
             return self._finish(job_id, {"status": CANCELLED_STATUS}, "cancelled before it started")
         delivery = retry_redis(lambda: self.client.incr(deliveries_key(job_id)), "count deliveries of %s" % job_id)
@@ -189,6 +206,8 @@ def build_app(settings):
     app = config.celery_app(settings.queue_url)
     # Celery's hard limit is the backstop for a job stuck where the cancel flag is never looked at.
     app.conf.task_time_limit = settings.job_timeout_s + 120
+    # The pool process loads the pipeline before it reports up; Celery's default 4 s is too short.
+    app.conf.worker_proc_alive_timeout = 300
 
     @app.task(name=config.TASK_NAME)
     def run_job(job_id, request_data):
@@ -233,6 +252,8 @@ def main(args):
     except (Gen3DError, ValueError) as exc:
         print("error: %s" % (exc.message if isinstance(exc, Gen3DError) else exc), file=sys.stderr)
         return 2
+    import backend_local.pipeline  # noqa: F401  imported once here, so a new pool process starts fast
+
     app = build_app(settings)
     app.worker_main(["worker", "--pool", "prefork", "--concurrency", "1", "--hostname", settings.name,
                      "--queues", config.QUEUE_NAME, "--without-gossip", "--without-heartbeat",

@@ -223,8 +223,9 @@ def draw_everything(module):
     finished.job_id, finished.name, finished.status, finished.object_name = "b" * 16, "cone", "COMPLETED", "cone"
     props.message, props.message_is_error = "Gen3D: a long error message " * 8 + "\nsecond line", True
     panels = [getattr(bpy.types, name) for name in ("GEN3D_PT_main", "GEN3D_PT_advanced", "GEN3D_PT_jobs")]
-    for source, job_index in (("FILE", 0), ("IMAGE", 1)):
+    for source, job_index, engine in (("FILE", 0, "builtin"), ("IMAGE", 1, "hunyuan3d-2.1")):
         props.source, props.image, props.filepath, props.job_index = source, image, "//missing.png", job_index
+        props.engine = engine             # a model engine shows Steps and Guidance, the built-in one does not
         for panel in panels:
             panel.draw(LayoutHolder(log), bpy.context)
     ui_list = bpy.types.GEN3D_UL_jobs
@@ -235,6 +236,7 @@ def draw_everything(module):
         prefs.backend = backend
         type(prefs).draw(PrefsHolder(prefs, log), bpy.context)
     prefs.backend = "LOCAL"
+    props.engine = "builtin"
     props.jobs.clear()
     props.message = ""
     bpy.data.images.remove(image)
@@ -448,6 +450,35 @@ def scenario_exit_with_job(config, report):
     job = list(session.manager.jobs.values())[-1]
     report["running"] = pump(session, lambda: job.stage in ("shape", "texture") or not job.active, config["timeout"])
     report["worker_pid"] = job.client.worker.pid
+    report["job_id"], report["job_dir"] = job.job_id, job.job_dir
+    if config.get("blend"):
+        bpy.ops.wm.save_as_mainfile(filepath=config["blend"])     # the artist saves, then quits
+        report["saved_blend"] = True
+        report["saved_progress"] = bpy.context.scene.gen3d.jobs[0].progress
+
+
+def scenario_reopen(config, report):
+    """Open a file saved while a job ran, after that Blender closed: the row says what became of the
+    job; Re-import brings the result in (textures packed when the preference says so)."""
+    module = install(config["kind"], config["zip"])
+    session = submodule(module, "session")
+    configure(module, config)
+    bpy.ops.wm.open_mainfile(filepath=config["blend"])
+    report["after_load"] = job_items(bpy.context.scene)
+    report["watching"] = bpy.app.timers.is_registered(session._watch_orphans)
+    deadline = time.monotonic() + config["timeout"]
+    while session._settle_orphans() and time.monotonic() < deadline:   # the timer's work, by hand
+        time.sleep(0.2)
+    report["settled"] = job_items(bpy.context.scene)
+    item = bpy.context.scene.gen3d.jobs[0]
+    result, error = run_operator(bpy.ops.gen3d.import_result, job_id=item.job_id)
+    report["import"] = {"result": result, "error": error}
+    obj = bpy.context.view_layer.objects.active
+    if error is None and obj is not None:
+        report["object"] = describe_object(obj)
+        report["packed"] = sorted(node.image.packed_file is not None for node in obj.data.materials[0].node_tree.nodes
+                                  if node.bl_idname == "ShaderNodeTexImage")
+    report["items"] = job_items(bpy.context.scene)
 
 
 def scenario_install_persist(config, report):
@@ -483,9 +514,73 @@ def scenario_sources(config, report):
     report["images_after"] = sorted(image.name for image in bpy.data.images)
 
 
+def scenario_polish(config, report):
+    """The sidebar's small behaviours: presets, stale messages, redo panel, engine names, what the
+    job list offers per status, Steps/Guidance only for engines with a sampler, Open Folder."""
+    module = install(config["kind"], config["zip"])
+    configure(module, config)
+    props = bpy.context.scene.gen3d
+    ui = submodule(module, "ui")
+    props.preset = "FAST"
+    report["fast_faces"] = props.face_count
+    props.face_count = 12345
+    report["preset_after_edit"] = props.preset
+    props.preset = "BALANCED"
+    report["balanced"] = [props.preset, props.face_count, props.texture_size]
+
+    props.source, props.filepath = "FILE", config["missing_image"]
+    run_operator(bpy.ops.gen3d.generate)
+    report["message_before"] = props.message
+    props.filepath = config["image"]
+    report["message_after_new_image"] = props.message
+
+    hidden = {}
+    for op, names in ((bpy.ops.gen3d.import_result, ("filepath", "job_id")), (bpy.ops.gen3d.generate, ("filepath",))):
+        properties = op.get_rna_type().properties
+        hidden.update({"%s.%s" % (op.idname_py(), name): properties[name].is_hidden and properties[name].is_skip_save
+                       for name in names})
+    report["hidden"] = hidden
+    report["engine_names"] = {item.identifier: item.name
+                              for item in props.bl_rna.properties["engine"].enum_items}
+
+    panel_props = {}
+    for engine in ("builtin", "hunyuan3d-2.1"):
+        props.engine = engine
+        log = []
+        bpy.types.GEN3D_PT_advanced.draw(LayoutHolder(log), bpy.context)
+        panel_props[engine] = sorted(entry[1] for entry in log if entry[0] == "prop")
+    props.engine = "builtin"
+    report["advanced_props"] = panel_props
+
+    offers, summaries = {}, {}
+    for status, message in (("COMPLETED", ""), ("FAILED", "No object was found"), ("CANCELLED", "during shape")):
+        props.jobs.clear()
+        item = props.jobs.add()
+        item.job_id, item.name, item.status, item.message = "c" * 16, "cone", status, message
+        item.folder = config["folder"]
+        if status == "COMPLETED":
+            item.object_name = "cone"
+        props.job_index = 0
+        log = []
+        bpy.types.GEN3D_PT_jobs.draw(LayoutHolder(log), bpy.context)
+        offers[status] = sum(1 for entry in log if entry[:2] == ["operator", "gen3d.import_result"])
+        summaries[status] = ui.job_summary(item)
+    report["import_offers"], report["summaries"] = offers, summaries
+
+    os.environ["PATH"] = config["empty_path"]           # no xdg-open to be found
+    result, error = run_operator(bpy.ops.gen3d.open_folder, job_id="c" * 16)
+    report["open_folder"] = {"result": result, "error": error, "message": props.message}
+    props.jobs.clear()
+
+
 def scenario_inspect_blend(config, report):
     """Open a .blend (written by batch.py) and describe the Gen3D objects in it."""
     bpy.ops.wm.open_mainfile(filepath=config["blend"])
+    report["all_objects"] = sorted(obj.name for obj in bpy.data.objects)
+    # The add-on is not enabled here: read its job list as the ID properties the .blend stores.
+    jobs = (bpy.context.scene.get("gen3d") or {}).get("jobs") or []
+    report["jobs"] = [{key: job.get(key) for key in ("job_id", "name", "status", "folder", "object_name")}
+                      for job in jobs]
     report["objects"] = {}
     for obj in bpy.data.objects:
         if "gen3d_folder" not in obj:
@@ -517,6 +612,14 @@ def main():
     with open(report_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2, default=str)
     sys.stdout.flush()
+    if report.get("saved_blend"):
+        # The bpy 4.5 module deadlocks in its C exit handlers after saving a .blend (its delayed-close
+        # thread): run Python's atexit handlers, the add-on's exit path among them, then leave.
+        import atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

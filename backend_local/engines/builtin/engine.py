@@ -73,7 +73,7 @@ def _extra_views(field, scale, offset):
 
 class BuiltinEngine(base.Engine):
     name = "builtin"
-    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.MULTIVIEW})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.MULTIVIEW, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 0.5, base.TEXTURE: 1.0}
 
     def generate_shape(self, job):
@@ -113,5 +113,6 @@ class BuiltinEngine(base.Engine):
         view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
         detail = shape.detail if callable(shape.detail) else None
         baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail,
-                              views=shape.views if shape.view is not None else None)
+                              views=shape.views if shape.view is not None else None,
+                              uv_layout=shape.uv_layout, vertex_normals=shape.normals)
         return base.TextureResult(baked["vertices"], baked["faces"], baked["uvs"], baked["maps"], baked["normals"])
