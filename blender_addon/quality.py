@@ -8,8 +8,13 @@ from .contract import request as contract_request
 
 BLENDER_INT_MAX = 2 ** 31 - 1        # Blender ints are 32-bit signed; the contract's seed goes to 2^32-1
 
+# The Steps field's value when "Engine's steps" is switched off: a Blender property needs a number,
+# while the contract's default is null (the engine's own tuned count, 50 for Hunyuan's standard DiTs).
+MANUAL_STEPS = 50
+
 # name: (default, min, max)
-NUMERIC = {name: (default, low, min(high, BLENDER_INT_MAX) if isinstance(high, int) else high)
+NUMERIC = {name: (MANUAL_STEPS if default is None else default, low,
+                  min(high, BLENDER_INT_MAX) if isinstance(high, int) else high)
            for name, (default, low, high) in contract_request.RANGES.items() if name != "texture_size"}
 _SIZE_DEFAULT, _SIZE_LOW, _SIZE_HIGH = contract_request.RANGES["texture_size"]
 TEXTURE_SIZES = tuple(2 ** n for n in range(_SIZE_LOW.bit_length() - 1, _SIZE_HIGH.bit_length()))
