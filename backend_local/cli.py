@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 
-from shared.errors import CANCELLED, Gen3DError
-from shared.request import NUMERIC_FIELDS, PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, parse_request
+from shared.errors import CANCELLED, INVALID_INPUT, Gen3DError
+from shared.request import NUMERIC_FIELDS, PRESETS, SHAPE_ENGINES, TEXTURE_ENGINES, VIEW_NAMES, parse_request
 
 from .install import cli as install_cli
 from .install import record as install_record
@@ -67,6 +67,14 @@ def _mesh_view(text):
     return {"azimuth_deg": azimuth, "elevation_deg": elevation}
 
 
+def _view(text):
+    """--view NAME=PATH: one extra view of the object (DESIGN.md "Coordinates")."""
+    name, sep, path = text.partition("=")
+    if not sep or name not in VIEW_NAMES or not path:
+        raise argparse.ArgumentTypeError("expected NAME=PATH with NAME one of %s, got %r" % (", ".join(VIEW_NAMES), text))
+    return name, path
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m backend_local", description="Gen3D local backend")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +83,9 @@ def build_parser():
     gen.add_argument("images", nargs="+", metavar="IMAGE")
     gen.add_argument("--out", required=True, metavar="DIR",
                      help="result folder (for several images: one sub-folder per image)")
+    gen.add_argument("--view", dest="views", action="append", type=_view, default=[], metavar="NAME=PATH",
+                     help="an extra view of the object: right=PATH (camera at +X), back=PATH or left=PATH; "
+                          "repeat for more (one IMAGE only)")
     gen.add_argument("--overwrite", action="store_true", help="replace an earlier result in the --out folder")
     gen.add_argument("--engine", default="builtin", choices=SHAPE_ENGINES,
                      help="shape engine (default builtin: no downloads; `engines` lists what runs here)")
@@ -126,6 +137,8 @@ def _request_fields(args, image):
         fields["texture"] = False
     if args.no_remove_background:
         fields["remove_background"] = False
+    if args.views:
+        fields["views"] = {name: {"image_path": os.path.abspath(path)} for name, path in args.views}
     return fields
 
 
@@ -184,6 +197,10 @@ def _cancelled(interrupts, image=None):
 
 
 def cmd_generate(args):
+    if args.views and len(args.images) > 1:
+        _fail(Gen3DError(INVALID_INPUT, "--view belongs to one object: give a single IMAGE with it.",
+                         stage="queued", retryable=False))
+        return EXIT_FAILED
     requests = []
     for image in args.images:
         try:

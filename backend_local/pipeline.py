@@ -5,6 +5,7 @@ written last), so a failed or cancelled job never leaves something that looks li
 """
 
 import errno
+import importlib
 import os
 import shutil
 import sys
@@ -24,9 +25,11 @@ from shared.progress import ProgressTracker
 from shared.request import MAX_MESH_BYTES, TEXTURE_EXISTING_ENGINES
 
 from . import device as devices
+from shared.request import decode_base64_image
+
 from . import export, export_formats, foreground, imageio, upright
-from .engines.base import SHAPE, TEXTURE, TEXTURE_EXISTING, JobContext, ShapeResult
-from .engines.registry import EngineRegistry
+from .engines.base import MULTIVIEW, SHAPE, TEXTURE, TEXTURE_EXISTING, JobContext, ShapeResult
+from .engines.registry import ENGINES, EngineRegistry
 from . import offload
 from .memory import MemoryPlanner
 from .mesh_ops import mesh_summary, smooth_vertex_normals
@@ -45,12 +48,47 @@ def new_job_id():
 
 def load_source(request, cancel=None):
     """The raw bytes (or a path) of the request's image; a download stops as soon as `cancel` is set."""
-    if request.image:
-        return request.image_bytes()
-    if request.image_path:
-        return os.path.expanduser(request.image_path)
+    return _load({"image": request.image, "image_url": request.image_url, "image_path": request.image_path},
+                 cancel)
+
+
+def _load(source, cancel):
+    """Bytes or a path for one image source {"image"|"image_url"|"image_path": value} (the main
+    image or a view): base64 decoded, a path as given, a URL fetched with the same limits."""
+    if source.get("image"):
+        return decode_base64_image(source["image"])
+    if source.get("image_path"):
+        return os.path.expanduser(source["image_path"])
     from .fetch import fetch_image  # only jobs with image_url need the network
-    return fetch_image(request.image_url, max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
+    return fetch_image(source["image_url"], max_bytes=MAX_DOWNLOAD_BYTES, cancel=cancel)
+
+
+def view_file(name):
+    """The preprocessed extra view kept in the result, beside input.png."""
+    return "input_%s.png" % name
+
+
+def check_multiview(request):
+    """A request with views to an engine that cannot use them is INVALID_INPUT naming those that can
+    (checked from the engines' declared capabilities, before any is loaded or found unavailable)."""
+    if not request.views:
+        return
+    for name in (request.engine, request.effective_texture_engine):
+        if name is not None and MULTIVIEW not in _declared_capabilities(name):
+            able = [other for other in ENGINES if MULTIVIEW in _declared_capabilities(other)]
+            raise Gen3DError(INVALID_INPUT, "The engine '%s' cannot use extra views ('views'). Use %s, or send "
+                             "only the front image." % (name, " or ".join("'%s'" % n for n in able)),
+                             stage="queued", retryable=False)
+
+
+def _declared_capabilities(name):
+    if name not in ENGINES:
+        return frozenset()
+    module, _, cls = ENGINES[name].partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls).capabilities
+    except Exception:    # an engine whose packages are missing still declares nothing here
+        return frozenset()
 
 
 def load_mesh_source(request, cancel=None):
@@ -234,6 +272,7 @@ class Pipeline:
                 raise Gen3DError(CANCELLED, "The job was cancelled.", stage=stage, retryable=False)
             tracker.update(stage, fraction, message)
 
+        check_multiview(request)
         # With a given mesh the shape stage is skipped (no shape engine is loaded or even needed).
         shape_engine = None if request.has_mesh else self.registry.get(request.engine, SHAPE)
         texture_name = request.effective_texture_engine
@@ -254,6 +293,21 @@ class Pipeline:
         framed, _info = foreground.frame(rgba)
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))
+        views = {}
+        for index, (view_name, source) in enumerate(sorted((request.views or {}).items())):
+            # Each view is cut out and framed like the front; the engine registers them to each other.
+            report("preprocess", 0.5 + 0.4 * index / len(request.views), "reading the %s view" % view_name)
+            try:
+                view_pixels, view_alpha = imageio.open_image(_load(source, cancel))
+                view_rgba = foreground.foreground_rgba(view_pixels, view_alpha, request.remove_background,
+                                                       request.seed, check=lambda: report("preprocess", 0.5),
+                                                       cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
+                views[view_name], _ = foreground.frame(view_rgba)
+            except Gen3DError as exc:
+                exc.message = "The %s view: %s" % (view_name, exc.message)
+                raise
+            with open(os.path.join(staging, view_file(view_name)), "wb") as handle:
+                handle.write(export.encode_png(views[view_name]))
         plan = None
         if request.has_mesh:
             report("preprocess", 0.6, "reading the mesh")
@@ -261,7 +315,7 @@ class Pipeline:
                                    request.texture_size)
         timings["preprocess"] = time.perf_counter() - t0
 
-        job = JobContext(request, framed, self.device, staging, report, cancel)
+        job = JobContext(request, framed, self.device, staging, report, cancel, views=views)
         if plan is not None:
             return self._texture_given(job, plan, texture_engine, staging, job_id, timings, started, report)
         t0 = time.perf_counter()

@@ -141,6 +141,10 @@ class JobStore:
                 handle.write(image)
             os.replace(path + ".tmp", path)
             size = len(image)
+        views = request.get("views")
+        if isinstance(views, dict):    # inline extra views stay in the request row; they count too
+            size += sum(len(v if isinstance(v, str) else (v or {}).get("image") or "") for v in views.values()
+                        if isinstance(v, (str, dict)))
         try:
             with self._transaction() as db:
                 db.execute("INSERT INTO jobs (id, status, created_at, owner, input_bytes) VALUES (?, ?, ?, ?, ?)",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from shared.errors import CANCELLED, INTERNAL, INVALID_INPUT, TIMEOUT, Gen3DError, invalid
 from shared.progress import progress_event
-from shared.request import parse_request
+from shared.request import decode_base64_image, inline_image_size, parse_request
 
 from . import job_store
 from .execute import execute_job
@@ -57,17 +57,20 @@ class QueueFull(Exception):
 
 
 def check_image_decodes(request):
-    """Refuse an inline image that is not a readable picture at submission, not minutes later."""
-    if not request.image:
-        return
+    """Refuse an inline image (or view) that is not a readable picture at submission, not minutes later."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(io.BytesIO(request.image_bytes())) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise invalid("image", "is not a PNG, JPEG or WebP image that can be read (the data may be cut short or "
-                      "not an image); send the image file's bytes base64-encoded")
+    inline = [("image", request.image)] + [("views.%s" % name, source.get("image"))
+                                           for name, source in sorted((request.views or {}).items())]
+    for field, text in inline:
+        if not text:
+            continue
+        try:
+            with Image.open(io.BytesIO(decode_base64_image(text))) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise invalid(field, "is not a PNG, JPEG or WebP image that can be read (the data may be cut short or "
+                          "not an image); send the image file's bytes base64-encoded")
 
 
 def check_quotas(store, quotas, owner, size):
@@ -156,7 +159,7 @@ class Scheduler:
             exc.stage = "queued"
             self.store.create_failed(job_id, public_error(exc.to_dict()["error"]))   # may quote 10 MB of input
             return job_id
-        size = len(request.image or "")
+        size = inline_image_size(request)
         with self._submit_lock:        # one submission at a time, so two cannot both squeeze under a quota
             self._check_quotas(owner, size)
             self.store.create(job_id, request_data, owner=owner)

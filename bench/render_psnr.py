@@ -4,7 +4,11 @@ The albedo is de-lit (the input's shading is removed so Blender can light the ob
 render is re-lit before comparing: a second-order spherical-harmonics shading of the mesh normals
 (9 numbers) is fitted to input / render. Nine numbers cannot hide a flipped or shifted texture.
 
-    python bench/render_psnr.py RESULT_DIR [RESULT_DIR...] [--save-dir DIR]
+    python bench/render_psnr.py RESULT_DIR [RESULT_DIR...] [--views right,back,left] [--save-dir DIR]
+
+With --views the result is also rendered from each extra view's camera (DESIGN.md "Coordinates": the
+input camera circled about the vertical axis by the view's azimuth) and compared with that view's
+preprocessed image, input_<name>.png, the same way.
 
 The GLB is read back (pygltflib), its albedo texture is rendered unlit with a z-buffer from the input
 camera that meta.json's `view` records (the upright result turned back by its elevation, then
@@ -29,6 +33,8 @@ sys.path.insert(0, ROOT)
 from backend_local.engines.base import fit_view  # noqa: E402
 from backend_local.upright import upright_to_camera  # noqa: E402
 from backend_local.texturing import raster  # noqa: E402
+from backend_local.engines.builtin.multiview import azimuth_rotation  # noqa: E402
+from shared.request import VIEW_AZIMUTHS  # noqa: E402
 
 _COMPONENTS = {pygltflib.FLOAT: np.float32, pygltflib.UNSIGNED_INT: np.uint32,
                pygltflib.UNSIGNED_SHORT: np.uint16, pygltflib.UNSIGNED_BYTE: np.uint8}
@@ -73,8 +79,9 @@ def read_glb(path, with_normals=False):
     return vertices, faces, uvs, images
 
 
-def input_camera_rotation(result_dir):
-    """Upright frame -> the input camera's frame, from meta.json's `view` (level front when absent)."""
+def input_camera_rotation(result_dir, view_name=None):
+    """Upright frame -> the input camera's frame, from meta.json's `view` (level front when absent);
+    with `view_name`, that extra view's camera (same elevation, circled by its azimuth)."""
     meta_path = os.path.join(result_dir, "meta.json")
     view = {}
     if os.path.isfile(meta_path):
@@ -82,15 +89,20 @@ def input_camera_rotation(result_dir):
             view = json.load(handle).get("view") or {}
     if float(view.get("azimuth_deg", 0.0)) != 0.0:
         raise ValueError("%s: only front (azimuth 0) input cameras are rendered" % result_dir)
-    return upright_to_camera(float(view.get("elevation_deg", 0.0)))
+    rotation = upright_to_camera(float(view.get("elevation_deg", 0.0)))
+    if view_name is not None:
+        rotation = rotation @ azimuth_rotation(VIEW_AZIMUTHS[view_name])
+    return rotation
 
 
-def render_albedo(result_dir):
-    """(render RGB, coverage mask, input RGB, input mask, per-pixel normals) at input.png's size."""
+def render_albedo(result_dir, view_name=None):
+    """(render RGB, coverage mask, input RGB, input mask, per-pixel normals) at input.png's size
+    (or the extra view's input_<name>.png)."""
     vertices, faces, uvs, images, normals = read_glb(os.path.join(result_dir, "mesh.glb"), with_normals=True)
-    rotation = input_camera_rotation(result_dir)
+    rotation = input_camera_rotation(result_dir, view_name)
     vertices, normals = vertices @ rotation.T, normals @ rotation.T
-    framed = np.asarray(Image.open(os.path.join(result_dir, "input.png")).convert("RGBA"))
+    image_file = "input.png" if view_name is None else "input_%s.png" % view_name
+    framed = np.asarray(Image.open(os.path.join(result_dir, image_file)).convert("RGBA"))
     size = framed.shape[0]
     view = fit_view(vertices, framed[..., 3])
     tri_px = view.to_pixels(vertices)[faces]
@@ -138,9 +150,9 @@ def _psnr(a, b):
     return 10 * np.log10(1.0 / max(float(((a - b) ** 2).mean()), 1e-12))
 
 
-def psnr(result_dir):
+def psnr(result_dir, view_name=None):
     """(PSNR of the re-lit render, PSNR of the plain albedo render, re-lit image, compared pixels)."""
-    render, covered, target, solid, normals = render_albedo(result_dir)
+    render, covered, target, solid, normals = render_albedo(result_dir, view_name)
     inside = solid & covered
     lit = relight(render, target, normals, inside)
     return _psnr(lit[inside], target[inside]), _psnr(render[inside], target[inside]), lit, inside
@@ -149,19 +161,31 @@ def psnr(result_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+")
+    parser.add_argument("--views", default="", help="also render from these extra views, e.g. right,back,left")
     parser.add_argument("--save-dir")
+    parser.add_argument("--json", help="write {result: {view: dB}} here")
     args = parser.parse_args(argv)
-    values = []
+    names = [None] + [name for name in args.views.split(",") if name]
+    values = {name: [] for name in names}
+    table = {}
     for result in args.results:
-        value, albedo_only, render, inside = psnr(result)
-        values.append(value)
-        print("%-40s PSNR %.2f dB re-lit, %.2f dB albedo only, over %d pixels"
-              % (result, value, albedo_only, inside.sum()))
-        if args.save_dir:
-            os.makedirs(args.save_dir, exist_ok=True)
-            name = os.path.basename(os.path.normpath(result))
-            Image.fromarray((render.clip(0, 1) * 255).astype(np.uint8)).save(os.path.join(args.save_dir, name + ".png"))
-    print("%-40s PSNR %.2f dB" % ("MEAN", float(np.mean(values))))
+        for name in names:
+            value, albedo_only, render, inside = psnr(result, name)
+            values[name].append(value)
+            table.setdefault(result, {})[name or "front"] = round(value, 2)
+            print("%-40s %-6s PSNR %.2f dB re-lit, %.2f dB albedo only, over %d pixels"
+                  % (result, name or "front", value, albedo_only, inside.sum()))
+            if args.save_dir:
+                os.makedirs(args.save_dir, exist_ok=True)
+                label = os.path.basename(os.path.normpath(result)) + ("" if name is None else "_" + name)
+                Image.fromarray((render.clip(0, 1) * 255).astype(np.uint8)).save(os.path.join(args.save_dir,
+                                                                                              label + ".png"))
+    for name in names:
+        print("%-40s %-6s PSNR %.2f dB (min %.2f)" % ("MEAN", name or "front", float(np.mean(values[name])),
+                                                     float(np.min(values[name]))))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(table, handle, indent=2)
     return 0
 
 

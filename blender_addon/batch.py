@@ -38,6 +38,25 @@ class UsageError(Exception):
     """A bad command line found once the add-on (and so the contract) is loaded: exit EXIT_USAGE."""
 
 
+VIEW_NAMES = ("right", "back", "left")
+VIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def views_for(image, folder):
+    """The request's `views` for `image` from `folder`: <stem>_right.png etc., or None when none exist."""
+    if not folder:
+        return None
+    stem = os.path.splitext(os.path.basename(image))[0]
+    views = {}
+    for name in VIEW_NAMES:
+        for ext in VIEW_EXTENSIONS:
+            path = os.path.join(folder, "%s_%s%s" % (stem, name, ext))
+            if os.path.isfile(path):
+                views[name] = {"image_path": os.path.abspath(path)}
+                break
+    return views or None
+
+
 def script_args():
     return sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
 
@@ -51,6 +70,9 @@ def parse_args(argv):
                         help="default: the installed add-on's preference, else local")
     parser.add_argument("--engine", default="builtin")
     parser.add_argument("--texture-engine", default=None)
+    parser.add_argument("--views-from", metavar="DIR",
+                        help="extra views: DIR/<image name>_right.png, _back.png, _left.png (any that exist; "
+                             ".jpg/.jpeg/.webp too)")
     parser.add_argument("--save-blend", metavar="FILE", help="save the scene with the imported objects here")
     parser.add_argument("--python", help="local backend: Python of the Gen3D environment (default $GEN3D_PYTHON)")
     parser.add_argument("--backend-dir", help="local backend: the Gen3D project folder (holding backend_local/)")
@@ -237,7 +259,9 @@ class Batch:
                     candidate, n = "%s-%d" % (folder_name, n), n + 1
                 used.add(candidate)
                 row["name"], row["job_dir"] = name, os.path.join(self.settings.output_dir, candidate)
-                job = self.manager.submit(name, path, request, self.settings, job_dir=row["job_dir"])
+                views = views_for(image, self.args.views_from)
+                job = self.manager.submit(name, path, dict(request, views=views) if views else request,
+                                          self.settings, job_dir=row["job_dir"])
             except self.contract.Gen3DError as exc:
                 row["error"] = exc.to_dict()["error"]
                 print("gen3d batch: %s: %s" % (image, exc.message), file=sys.stderr)

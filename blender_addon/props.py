@@ -80,6 +80,10 @@ class GEN3D_PG_scene(bpy.types.PropertyGroup):
     filepath: StringProperty(name="Image", subtype="FILE_PATH", description="The photo or render to turn into 3D",
                              update=_clear_stale_message)
     image: PointerProperty(name="Image", type=bpy.types.Image, update=_ensure_preview)
+    # Optional extra views of the same object (camera circled to the object's right, back, left).
+    view_right: StringProperty(name="Right", subtype="FILE_PATH", description="Optional: the object seen from its right (camera at +X)")
+    view_back: StringProperty(name="Back", subtype="FILE_PATH", description="Optional: the object seen from behind")
+    view_left: StringProperty(name="Left", subtype="FILE_PATH", description="Optional: the object seen from its left (camera at -X)")
 
     preset: EnumProperty(name="Quality", items=[("FAST", "Fast", "Fewer faces, small textures"),
                                                 ("BALANCED", "Balanced", "The defaults"),
@@ -139,6 +143,10 @@ def request_fields(props):
     }
     if props.texture_engine != AUTO:
         fields["texture_engine"] = props.texture_engine
+    views = {name: {"image_path": bpy.path.abspath(getattr(props, "view_" + name))}
+             for name in contract_request.VIEW_NAMES if getattr(props, "view_" + name, "")}
+    if views:
+        fields["views"] = views
     return fields
 
 

@@ -78,25 +78,34 @@ def _file_base64(path, what):
 
 
 def wire_request(request):
-    """The request as an endpoint accepts it: the local image file becomes base64 `image`."""
+    """The request as an endpoint accepts it: the local image files (the main image and any views)
+    become base64 `image`."""
     data = {key: value for key, value in request.items() if value is not None and key not in ("image_path", "mesh_path")}
     if request.get("mesh_path"):      # "Texture selected object": the mesh travels inline too
         data["mesh"] = _file_base64(request["mesh_path"], "mesh")
     path = request.get("image_path")
     if path:
-        try:
-            size = os.path.getsize(path)
-            if size > contract_request.MAX_IMAGE_BYTES:
-                raise Gen3DError(errors.IMAGE_TOO_LARGE, "%s is %.0f MB; remote endpoints accept images up to %d MB. "
-                                 "Scale it down and try again." % (path, size / 2 ** 20,
-                                                                   contract_request.MAX_IMAGE_BYTES // 2 ** 20),
-                                 stage="queued", retryable=False)
-            with open(path, "rb") as handle:
-                data["image"] = base64.b64encode(handle.read()).decode("ascii")
-        except OSError as exc:
-            raise Gen3DError(errors.INVALID_INPUT, "Cannot read the image %s (%s)." % (path, exc.strerror or exc),
-                             stage="queued", retryable=False)
+        data["image"] = _base64_file(path)
+    if request.get("views"):
+        data["views"] = {name: ({"image": _base64_file(source["image_path"])}
+                                if isinstance(source, dict) and source.get("image_path") else source)
+                         for name, source in request["views"].items()}
     return data
+
+
+def _base64_file(path):
+    try:
+        size = os.path.getsize(path)
+        if size > contract_request.MAX_IMAGE_BYTES:
+            raise Gen3DError(errors.IMAGE_TOO_LARGE, "%s is %.0f MB; remote endpoints accept images up to %d MB. "
+                             "Scale it down and try again." % (path, size / 2 ** 20,
+                                                               contract_request.MAX_IMAGE_BYTES // 2 ** 20),
+                             stage="queued", retryable=False)
+        with open(path, "rb") as handle:
+            return base64.b64encode(handle.read()).decode("ascii")
+    except OSError as exc:
+        raise Gen3DError(errors.INVALID_INPUT, "Cannot read the image %s (%s)." % (path, exc.strerror or exc),
+                         stage="queued", retryable=False)
 
 
 def remote_error(value, stage=None):

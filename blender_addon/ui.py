@@ -127,6 +127,9 @@ class GEN3D_PT_main(bpy.types.Panel):
             icon = _image_icon(props.image)
         if icon:
             layout.template_icon(icon_value=icon, scale=6.0)
+        views = layout.column(align=True)     # optional extra views, empty by default
+        for name in ("view_right", "view_back", "view_left"):
+            views.prop(props, name)
         layout.prop(props, "engine")
         draw_engine_status(layout, context, props.engine)
         layout.row().prop(props, "preset", expand=True)

@@ -22,6 +22,12 @@ ENGINE_LABELS = {"builtin": "Built-in", "hunyuan3d-2.1": "Hunyuan3D 2.1", "hunyu
 SAMPLERLESS_ENGINES = ("builtin",)
 
 IMAGE_FIELDS = ("image", "image_url", "image_path")
+# Extra views of the object (DESIGN.md "Coordinates"): the camera circled about the vertical axis at
+# the front's elevation, by this azimuth (degrees).
+VIEW_AZIMUTHS = {"right": 90.0, "back": 180.0, "left": 270.0}
+VIEW_NAMES = tuple(VIEW_AZIMUTHS)
+# Leading bytes of the image formats a base64 view may hold (to tell base64 text from a path).
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"RIFF", b"GIF8")
 # Mesh files a job can write. Every result has the GLB (the add-on imports it, meta.json's mesh.file
 # names it); obj and ply are extra copies of the same mesh. usdz needs Blender's USD exporter, so
 # only the add-on's batch writes it (bpy stays out of the backends).
@@ -81,6 +87,7 @@ class JobRequest:
     image: str = None
     image_url: str = None
     image_path: str = None
+    views: dict = None            # {"right"|"back"|"left": {"image"|"image_url"|"image_path": value}}
     engine: str = "builtin"
     texture_engine: str = None
     remove_background: bool = True
@@ -125,6 +132,9 @@ class JobRequest:
         data = asdict(self)
         if not include_image:
             data["image"] = "<%d base64 characters>" % len(self.image) if self.image else None
+            if self.views:
+                data["views"] = {name: {key: ("<%d base64 characters>" % len(value) if key == "image" else value)
+                                        for key, value in source.items()} for name, source in self.views.items()}
             data["mesh"] = "<%d base64 characters>" % len(self.mesh) if self.mesh else None
         return {k: v for k, v in data.items() if v is not None or k == "texture_engine"}
 
@@ -133,6 +143,7 @@ class JobRequest:
         data = asdict(self)
         for key in IMAGE_FIELDS + MESH_FIELDS + ("api_version",):
             data.pop(key)
+        data["views"] = sorted(self.views) if self.views else None
         if data["mesh_view"] is None:
             data.pop("mesh_view")
         data["texture_engine"] = self.effective_texture_engine
@@ -158,6 +169,15 @@ def decode_base64_image(text):
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise invalid("image", "is not valid base64; send the PNG, JPEG or WebP file's bytes base64-encoded")
+
+
+def inline_image_size(request):
+    """Characters of base64 image text the request carries (the main image and its views): what
+    remote quotas count."""
+    size = len(request.image or "")
+    for source in (request.views or {}).values():
+        size += len(source.get("image") or "")
+    return size
 
 
 def decode_base64_mesh(text):
@@ -328,6 +348,66 @@ def _check_image_source(data, allow_path):
     return {key: value}
 
 
+def _view_source(name, value, allow_path):
+    """One view, as the main image: {"image"|"image_url"|"image_path": value}. A plain string is
+    taken as an http(s) URL, a data: URL or base64 image text, else (local backend) a file path."""
+    field = "views.%s" % name
+    if isinstance(value, dict):
+        given = [k for k in IMAGE_FIELDS if value.get(k) not in (None, "")]
+        extra = sorted(set(value) - set(IMAGE_FIELDS))
+        if extra or len(given) != 1:
+            raise invalid(field, "must be an image (base64, URL or path) or an object with exactly one of "
+                          "image, image_url, image_path")
+        key = given[0]
+        value = value[key]
+    elif isinstance(value, str) and value:
+        key = _guess_source(value, allow_path)
+    else:
+        raise invalid(field, "must be an image: base64 text, an http(s) URL or (local backend) a file path")
+    if not isinstance(value, str):
+        raise invalid(field, "must be a string")
+    if key == "image":
+        try:
+            decode_base64_image(value)
+        except Gen3DError as exc:
+            if exc.code == IMAGE_TOO_LARGE:
+                raise
+            raise invalid(field, "is not valid base64; send the PNG, JPEG or WebP file's bytes base64-encoded")
+    elif key == "image_url":
+        if value.split(":", 1)[0].lower() not in ("http", "https"):
+            raise invalid(field, "must be an http or https URL")
+    elif not allow_path:
+        raise invalid(field, "is a file path, which only the local backend accepts; send the image itself "
+                      "(base64) or an http(s) URL to a remote endpoint")
+    return {key: value}
+
+
+def _guess_source(text, allow_path):
+    lowered = text[:8].lower()
+    if lowered.startswith(("http://", "https://")):
+        return "image_url"
+    if lowered.startswith("data:"):
+        return "image"
+    head = text[:16]
+    try:
+        start = base64.b64decode(head[:len(head) // 4 * 4], validate=True)
+    except (binascii.Error, ValueError):
+        start = b""
+    if start.startswith(_IMAGE_MAGIC):
+        return "image"
+    return "image_path" if allow_path else "image"
+
+
+def _check_views(value, allow_path):
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict):
+        raise invalid("views", "must be an object such as {\"back\": image}; names: %s" % ", ".join(VIEW_NAMES))
+    unknown = sorted(set(value) - set(VIEW_NAMES))
+    if unknown:
+        raise invalid("views", "has an unknown view %r; the extra views are %s (the main image is the front)"
+                      % (unknown[0], ", ".join(VIEW_NAMES)))
+    return {name: _view_source(name, value[name], allow_path) for name in VIEW_NAMES if name in value}
 def _check_formats(value):
     """A list of format names -> a tuple in MESH_FORMATS order, glb always first."""
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
@@ -354,6 +434,7 @@ def parse_request(data, allow_path=True):
 
     values = {"api_version": _check_api_version(data.get("api_version", API_VERSION))}
     values.update(_check_image_source(data, allow_path))
+    values["views"] = _check_views(data.get("views"), allow_path)
     values["engine"] = _check_choice("engine", data.get("engine", "builtin"), SHAPE_ENGINES)
     texture_engine = data.get("texture_engine")
     if texture_engine is not None:

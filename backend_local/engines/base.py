@@ -9,6 +9,7 @@ from shared.errors import CANCELLED, Gen3DError
 
 SHAPE = "shape"
 TEXTURE = "texture"
+MULTIVIEW = "multiview"      # a capability, not a stage: the engine uses the request's `views`
 TEXTURE_EXISTING = "texture_existing"   # paints a given mesh, keeping its vertices, faces and UVs
 
 
@@ -36,6 +37,16 @@ class ViewMapping:
 
 
 @dataclass
+class ExtraView:
+    """An extra view registered to a shape: output-frame point p is seen at
+    mapping.to_pixels(rotation @ p) of `image`, with (rotation @ p).z growing toward that camera."""
+
+    rotation: np.ndarray
+    mapping: ViewMapping
+    image: np.ndarray             # framed RGBA uint8 (input_<name>.png)
+
+
+@dataclass
 class ShapeResult:
     """A closed mesh (glTF axes, centred, largest side 2) in the input camera's frame: the camera looks
     down -Z from `elevation_deg` above the horizon. The pipeline takes that elevation out at export
@@ -46,6 +57,7 @@ class ShapeResult:
     view: ViewMapping = None      # None: the texturer aligns the mesh to the image itself
     detail: object = None         # engine-private data for its own texturer (e.g. a smooth field)
     elevation_deg: float = 0.0    # the input camera's elevation the engine assumed or estimated
+    views: dict = None            # name -> ExtraView, for texturers that project every view
     # A given mesh's UVs, (vertex_map, faces, uvs): texturers bake into these instead of unwrapping
     # (DESIGN.md "Texturing an existing mesh"); None: the texturer makes its own.
     uv_layout: tuple = None
@@ -66,9 +78,10 @@ class TextureResult:
 class JobContext:
     """What an engine sees of a job: parameters, the framed input, device, progress and cancel."""
 
-    def __init__(self, request, image, device, work_dir, report=None, cancel=None):
+    def __init__(self, request, image, device, work_dir, report=None, cancel=None, views=None):
         self.request = request
         self.image = image            # framed RGBA uint8 (input.png)
+        self.views = views or {}      # "right"/"back"/"left" -> framed RGBA uint8 (input_<name>.png)
         self.device = device          # torch.device
         self.work_dir = work_dir      # a private scratch folder for this job
         self._report = report

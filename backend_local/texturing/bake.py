@@ -1,7 +1,8 @@
 """The built-in texturer: UV unwrap, then bake albedo, normal, roughness, metallic and AO maps for any
 closed mesh from the framed input image.
 
-Each texel is traced back to its surface point; the point is projected into the input view
+Each texel is traced back to its surface point; the point is projected into the input view and into
+every extra view that sees it (blended by viewing angle, each view de-lit on its own)
 (orthographic, camera looking down -Z). Points the camera sees take the image's colour; hidden points
 (the far side, or behind another part) take the colour at the same image position, i.e. the visible
 side mirrored through the object, which is how a single photo best predicts the back of most
@@ -120,22 +121,49 @@ def _unit(x):
 
 
 class _ImageSide:
-    """Everything texels read from the input view: de-lit colours, material estimates, depth."""
+    """Everything texels read from one view: de-lit colours, depth, and (front only) material estimates.
 
-    def __init__(self, job, view, vertices, faces, vertex_normals, detail_normals):
+    An extra view sees output-frame points through `rotation` (its camera looks down -Z of the rotated
+    frame); the front has none."""
+
+    def __init__(self, job, view, vertices, faces, vertex_normals, detail_normals, image=None, rotation=None):
         device = job.device
-        image = torch.as_tensor(job.image, device=device).permute(2, 0, 1).to(torch.float32) / 255.0
+        image = torch.as_tensor(job.image if image is None else image, device=device).permute(2, 0, 1)
+        image = image.to(torch.float32) / 255.0
         self.size = image.shape[-1]
+        self.rotation = None if rotation is None else torch.as_tensor(rotation, dtype=torch.float32, device=device)
         rgb, mask = image[:3], image[3]
+        if rotation is not None:
+            vertices = vertices @ np.asarray(rotation).T
+            vertex_normals = vertex_normals @ np.asarray(rotation).T
+            if detail_normals is not None:
+                detail_normals = self._rotated(detail_normals)
         self.zbuf, view_normals, covered = view_buffers(view, vertices, faces, vertex_normals, self.size, device,
                                                         detail_normals)
+        # Each view's own lighting is taken out, fitted on its own pixels, as for the front.
         gain, _explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
         gain = _unclipped(gain, rgb, covered & (mask > 0.5))
         self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
-        estimates = materials.estimate(rgb, mask)
-        self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
-                                 estimates["bump_dy"]])
+        if rotation is None:
+            estimates = materials.estimate(rgb, mask)
+            self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
+                                     estimates["bump_dy"]])
         self.view = view
+
+    def _rotated(self, detail_normals):
+        rotation = self.rotation
+
+        def rotated(points):
+            return detail_normals(points @ rotation.to(points.dtype)) @ rotation.to(points.dtype).T
+        return rotated
+
+    def look(self, point, normal):
+        """(albedo (N, 3), seen (N,) bool, facing (N,) cosine toward this camera) for output-frame texels."""
+        if self.rotation is not None:
+            point, normal = point @ self.rotation.T, normal @ self.rotation.T
+        pixels = torch.as_tensor(self.view.to_pixels(point.cpu().numpy()), device=point.device, dtype=torch.float32)
+        seen = visible(self.view, self.zbuf, point, normal, self.size)
+        return _sample(self.colours, pixels, self.size), seen, normal[:, 2]
 
 
 CLIP_SHARE = 0.02     # share of the object's pixels whose de-lit colour may reach the 8-bit ceiling
@@ -166,8 +194,11 @@ def _trusted_detail(fine, normal):
     return _unit(normal + trust * (fine - normal))
 
 
-def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
-    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic."""
+def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra_sides=()):
+    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic.
+
+    With extra views every view that sees a texel contributes its colour, weighted by how squarely it
+    faces that camera (cos^2: a grazing view says little and fades out without a seam)."""
     frame = _interpolate(attributes, faces_t, face_index, weights)
     point, normal = frame[:, 0:3], _unit(frame[:, 3:6])
     tangent, bitangent = _unit(frame[:, 6:9]), _unit(frame[:, 9:12])
@@ -186,6 +217,19 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
     tangent_space = _unit(torch.stack([(shading_normal * tangent).sum(1), (shading_normal * bitangent).sum(1),
                                        (shading_normal * normal).sum(1)], dim=1))
 
+    if extra_sides:
+        facing_front = normal[:, 2].clamp(min=0)
+        weight = seen.to(torch.float32) * facing_front ** 2
+        total = albedo * weight[:, None]
+        for extra in extra_sides:
+            colour, seen_k, facing_k = extra.look(point, normal)
+            w = seen_k.to(torch.float32) * facing_k.clamp(min=0) ** 2
+            total, weight = total + colour * w[:, None], weight + w
+            seen = seen | seen_k
+        blended = weight > 1e-6
+        albedo = torch.where(blended[:, None], total / weight.clamp(min=1e-6)[:, None], albedo)
+        seen = seen & blended
+
     # Hidden texels borrow the mirrored colour but a little desaturated and darker, so the back reads
     # as plausible rather than as a duplicate of the front.
     hidden = (~seen).to(torch.float32)[:, None]
@@ -194,9 +238,11 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals):
     return torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
 
 
-def bake_textures(job, vertices, faces, view, size, detail_normals=None, uv_layout=None, vertex_normals=None):
+def bake_textures(job, vertices, faces, view, size, detail_normals=None, views=None, uv_layout=None,
+                  vertex_normals=None):
     """Returns a TextureResult-like dict: vertices, faces, uvs, normals and the five uint8 maps.
 
+    `views`: name -> engines.base.ExtraView, the extra views registered to this mesh (projected too);
     uv_layout: (vertex_map, faces, uvs) to bake into instead of a new unwrap (a given mesh's own UVs);
     vertex_normals: the mesh's own (the tangent space of the normal map is built on them)."""
     device = job.device
@@ -208,6 +254,9 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None, uv_layo
     try:
         unwrapping = pool.submit(unwrap, vertices, faces, size) if uv_layout is None else None
         side = _ImageSide(job, view, vertices, faces, vertex_normals, detail_normals)
+        extra_sides = [_ImageSide(job, extra.mapping, vertices, faces, vertex_normals, detail_normals,
+                                  image=extra.image, rotation=extra.rotation)
+                       for _name, extra in sorted((views or {}).items())]
         job.progress("texture", 0.15, "read the image")
         occupancy = ao.occupancy(vertices, faces, device)
         vertex_map, uv_faces, uvs = unwrapping.result() if unwrapping is not None else uv_layout
@@ -230,7 +279,8 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None, uv_layo
     canvas = torch.zeros((size * size, 8), dtype=torch.float32, device=device)
     for start in range(0, len(flat), TEXEL_CHUNK):
         part = slice(start, start + TEXEL_CHUNK)
-        canvas[flat[part]] = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals)
+        canvas[flat[part]] = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals,
+                                     extra_sides)
         job.progress("texture", 0.45 + 0.3 * min(1.0, (start + TEXEL_CHUNK) / max(len(flat), 1)), "painting texels")
 
     occlusion = _bake_ao(occupancy, tri_uv, positions, normals_v, faces_t, size, device)

@@ -25,7 +25,7 @@ import threading
 import time
 
 from shared.errors import TIMEOUT, Gen3DError
-from shared.request import parse_request
+from shared.request import inline_image_size, parse_request
 
 from .. import job_store
 from ..scheduler import Quotas, check_image_decodes, check_quotas, new_job_id
@@ -130,7 +130,7 @@ class FarmScheduler:
             self.store.create_failed(job_id, exc.to_dict()["error"])
             return job_id
         with self._cond:                      # one submission at a time, as in Scheduler.submit
-            check_quotas(self.store, self.quotas, owner, len(request.image or ""))
+            check_quotas(self.store, self.quotas, owner, inline_image_size(request))
             self.store.create(job_id, request_data, owner=owner)
             self._cond.notify_all()           # the dispatcher sends it now
         return job_id

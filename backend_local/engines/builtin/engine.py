@@ -58,9 +58,22 @@ def estimated_elevation(field):
     return 0.0
 
 
+def _extra_views(field, scale, offset):
+    """The registered views in the output frame (vertices = (pixel frame - offset) * scale)."""
+    if field.multiview is None:
+        return None
+    views = {}
+    for camera in field.multiview.cameras:
+        shift = camera.rotation @ np.asarray(offset, dtype=np.float64)
+        mapping = base.ViewMapping(scale=camera.scale / scale, cx=camera.cx + camera.scale * shift[0],
+                                   cy=camera.cy - camera.scale * shift[1])
+        views[camera.name] = base.ExtraView(camera.rotation, mapping, camera.image)
+    return views
+
+
 class BuiltinEngine(base.Engine):
     name = "builtin"
-    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.MULTIVIEW, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 0.5, base.TEXTURE: 1.0}
 
     def generate_shape(self, job):
@@ -70,6 +83,13 @@ class BuiltinEngine(base.Engine):
         except ValueError as exc:  # no usable outline left after framing
             raise Gen3DError(EMPTY_FOREGROUND, "No object outline to build a shape from (%s). Use an image where "
                              "the object stands out from its background." % exc, stage="shape", retryable=False)
+        elevation = estimated_elevation(field)
+        if job.views:
+            try:
+                shape_model.add_views(field, job.views, elevation)
+            except ValueError as exc:
+                raise Gen3DError(EMPTY_FOREGROUND, "An extra view has no object outline (%s). Give views where the "
+                                 "object stands out from its background." % exc, stage="shape", retryable=False)
         job.progress("shape", 0.4, "shape field")
         vertices, faces = shape_model.extract_mesh(field, grid_for(field, request.face_count,
                                                                              request.octree_resolution))
@@ -86,12 +106,13 @@ class BuiltinEngine(base.Engine):
             pixel_points = points / scale + torch.as_tensor(offset, dtype=points.dtype, device=points.device)
             return shape_model.field_normals(field, pixel_points)
 
-        return base.ShapeResult(vertices, faces, view=view, detail=detail_normals,
-                                elevation_deg=estimated_elevation(field))
+        return base.ShapeResult(vertices, faces, view=view, detail=detail_normals, elevation_deg=elevation,
+                                views=_extra_views(field, scale, offset))
 
     def generate_texture(self, job, shape):
         view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
         detail = shape.detail if callable(shape.detail) else None
         baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail,
+                              views=shape.views if shape.view is not None else None,
                               uv_layout=shape.uv_layout, vertex_normals=shape.normals)
         return base.TextureResult(baked["vertices"], baked["faces"], baked["uvs"], baked["maps"], baked["normals"])

@@ -85,6 +85,7 @@ class ShapeField:
     grid_origin: tuple | None = None  # pixel-frame (x, y, z) of values[0, 0, 0]
     grid_step: float | None = None  # pixel size of one grid step
     gradient: torch.Tensor | None = None  # cached (1, 3, z, y, x) central differences of `values`
+    multiview: object = None  # extra views (multiview.MultiViewField) that carve and stretch this field
 
     @property
     def device(self):
@@ -306,6 +307,13 @@ def _sample_maps(maps, x, y, x0, y0, cell):
 def evaluate(fld: ShapeField, xyz: torch.Tensor) -> torch.Tensor:
     """Implicit function at pixel-frame points (..., 3): negative inside, ~distance in pixels."""
     xyz = xyz.to(fld.maps.dtype)
+    if fld.multiview is not None:
+        return fld.multiview.combine(xyz, lambda points: _single_view(fld, points))
+    return _single_view(fld, xyz)
+
+
+def _single_view(fld: ShapeField, xyz: torch.Tensor) -> torch.Tensor:
+    """The single-image solid (see the module docstring)."""
     x, y, z = xyz.unbind(-1)
     P, R, s2 = _sample_maps(fld.maps, x, y, fld.x0, fld.y0, fld.cell)
     # Tilted ball union: |p - c|^2 - r^2 (the power distance) turned into ~ |p - c| - r.
@@ -671,6 +679,42 @@ def _mirror(values, axis_col):
 def _mirror_core(mask, axis_col):
     mirrored = _mirror(mask, axis_col)
     return mirrored, mirrored & mask
+
+
+def add_views(fld: ShapeField, views: dict, elevation_deg: float) -> ShapeField:
+    """Carve the field with extra views (name -> framed RGBA; see multiview.py). Returns the same
+    field, whose samples and normals from now on include the views."""
+    from . import multiview
+
+    def front(xyz):
+        return _sample_maps(fld.maps[2:3], xyz[..., 0], xyz[..., 1], fld.x0, fld.y0, fld.cell)[0]
+
+    combined = multiview.build(fld, views, elevation_deg, sample_grid, front)
+    fld.multiview = combined
+    fld.z_extent = _views_depth(fld, views, combined)
+    fld.values = fld.gradient = None
+    fld.info.pop("grid_resolution", None)
+    fld.info["views"] = {c.name: dict(scale=round(c.scale, 4), cx=round(c.cx, 2), cy=round(c.cy, 2))
+                         for c in combined.cameras}
+    return fld
+
+
+def _views_depth(fld, views, combined, cells=64):
+    """The combined solid's depth range: the views may add depth the single view lacked, beyond the
+    range the marching-cubes grid was cropped to."""
+    ii = torch.nonzero(fld.mask.any(1)).flatten()
+    jj = torch.nonzero(fld.mask.any(0)).flatten()
+    xs = torch.linspace(fld.x0 + fld.cell * float(jj.min()), fld.x0 + fld.cell * float(jj.max()), cells)
+    ys = torch.linspace(fld.y0 - fld.cell * float(ii.max()), fld.y0 - fld.cell * float(ii.min()), cells)
+    reach = max(v.shape[0] for v in views.values()) / min(c.scale for c in combined.cameras)
+    zs = torch.linspace(-reach, reach, 4 * cells)
+    X, Y, Z = torch.meshgrid(xs, ys, zs, indexing="ij")
+    inside = evaluate(fld, torch.stack([X, Y, Z], -1)) < 0
+    if not bool(inside.any()):
+        return fld.z_extent
+    depth = Z[inside]
+    step = float(zs[1] - zs[0])
+    return (min(fld.z_extent[0], float(depth.min()) - 2 * step), max(fld.z_extent[1], float(depth.max()) + 2 * step))
 
 
 def sample_grid(fld: ShapeField, resolution: int):
