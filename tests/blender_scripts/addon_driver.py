@@ -612,9 +612,10 @@ def main():
     with open(report_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2, default=str)
     sys.stdout.flush()
-    if report.get("saved_blend"):
+    if report.get("saved_blend") or not bpy.app.binary_path:
         # The bpy 4.5 module deadlocks in its C exit handlers after saving a .blend (its delayed-close
-        # thread): run Python's atexit handlers, the add-on's exit path among them, then leave.
+        # thread), and also when daemon threads (the add-on's worker readers, a Python check) are still
+        # running at exit: run Python's atexit handlers, the add-on's exit path among them, then leave.
         import atexit
         atexit._run_exitfuncs()
         sys.stdout.flush()
