@@ -42,6 +42,19 @@ DISK_ERRNOS = (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPER
 GIVEN_FRAME = "mesh"
 
 
+def write_maps(maps, staging):
+    """Write the PBR maps as PNGs into the staging folder; returns the encoded maps and the packed ORM
+    image the GLB embeds (not written as its own file)."""
+    maps = dict(maps)
+    maps["orm"] = export.orm_image(maps["ao"], maps["roughness"], maps["metallic"])
+    encoded = export.encode_pngs(maps)
+    orm = encoded.pop("orm")
+    for key, data in encoded.items():
+        with open(os.path.join(staging, map_file(key)), "wb") as handle:
+            handle.write(data)
+    return encoded, orm
+
+
 def new_job_id():
     return uuid.uuid4().hex[:16]
 
@@ -226,13 +239,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         report("export", 0.0, "writing files")
-        maps = dict(textured.maps)
-        maps["orm"] = export.orm_image(maps["ao"], maps["roughness"], maps["metallic"])
-        encoded = export.encode_pngs(maps)
-        orm = encoded.pop("orm")
-        for key, data in encoded.items():
-            with open(os.path.join(staging, map_file(key)), "wb") as handle:
-                handle.write(data)
+        encoded, orm = write_maps(textured.maps, staging)
         mesh = plan.mesh
         # The file's own arrays, not the texturer's camera-frame copy: nothing is moved or re-indexed.
         vertices = mesh.vertices[plan.vertex_map]
@@ -337,13 +344,7 @@ class Pipeline:
         name = "gen3d_%s" % job_id
         elevation = float(getattr(shape, "elevation_deg", 0.0) or 0.0)
         if textured is not None:
-            maps = dict(textured.maps)
-            maps["orm"] = export.orm_image(maps["ao"], maps["roughness"], maps["metallic"])
-            encoded = export.encode_pngs(maps)
-            orm = encoded.pop("orm")
-            for key, data in encoded.items():
-                with open(os.path.join(staging, map_file(key)), "wb") as handle:
-                    handle.write(data)
+            encoded, orm = write_maps(textured.maps, staging)
             normals = textured.normals if textured.normals is not None else \
                 smooth_vertex_normals(textured.vertices, textured.faces)
             # After texturing: the rotation is rigid, so UVs and the tangent-space normal map stay valid.
