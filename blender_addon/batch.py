@@ -136,6 +136,8 @@ def clear_startup_scene(bpy):
         for block in list(collection):
             if block.users == 0:
                 collection.remove(block)
+    # Without this the view layer still lists the removed objects (as None, bpy 4.5) until the next update.
+    bpy.context.view_layer.update()
 
 
 def usd_exporter_available(bpy):
@@ -364,7 +366,26 @@ def main(argv=None):
     return code
 
 
+def leave(code):
+    """sys.exit's code is what `blender -b -P` returns (an uncaught exception would give 0). In the bpy
+    module, Blender's C exit handlers deadlock while daemon threads (a worker's readers) still run: run
+    Python's atexit handlers, the add-on's exit path among them, then leave at once."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if bpy_module_mode():
+        import atexit
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else EXIT_FAILED)
+    sys.exit(code)
+
+
+def bpy_module_mode():
+    bpy = sys.modules.get("bpy")
+    return bpy is not None and not getattr(bpy.app, "binary_path", "")
+
+
 if __name__ == "__main__":
     sys.stdout.flush()
-    # sys.exit's code is what `blender -b -P` returns (an uncaught exception would give 0).
-    sys.exit(main())
+    leave(main())

@@ -127,7 +127,8 @@ class _Snapshot:
 
     def __init__(self, context):
         self.ids = {attr: {block.as_pointer() for block in getattr(bpy.data, attr)} for attr in _TRACKED}
-        self.selected = [obj.name for obj in context.view_layer.objects if obj.select_get()]
+        # A view layer not yet updated after removals lists None for the removed objects.
+        self.selected = [obj.name for obj in context.view_layer.objects if obj is not None and obj.select_get()]
         active = context.view_layer.objects.active
         self.active = active.name if active else None
 

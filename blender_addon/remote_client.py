@@ -578,9 +578,12 @@ class _RemoteJob:
                                  "%.0f s). Check the endpoint URL in %s and your network connection, then generate "
                                  "again." % (self.client.base_url, problem, self.client.network_patience,
                                              PREFERENCES_HINT), stage=self.stage, retryable=True)
-            left = max(0.0, give_up - time.monotonic())
-            self._report(self.stage, self.progress, "Cannot reach %s (%s); retrying, giving up in %.0f s" % (
-                self._host(), problem, left))
+            if asked is not None:             # busy, not broken: say when the next try is
+                message = "%s is busy (%s); retrying in %.0f s" % (self._host(), problem, asked)
+            else:
+                message = "Cannot reach %s (%s); retrying, giving up in %.0f s" % (
+                    self._host(), problem, max(0.0, give_up - time.monotonic()))
+            self._report(self.stage, self.progress, message)
             self._sleep(wait)
             backoff = min(backoff * 2, 8.0)
 

@@ -147,7 +147,6 @@ def test_render_state_of_the_last_job_is_dropped():
 
 
 def test_lean_construction_builds_on_meta_and_takes_the_checkpoint_tensors(tmp_path):
-    pytest.importorskip("accelerate")
     source = torch.nn.Linear(8, 8).half()
     path = tmp_path / "ckpt.pt"
     torch.save({"model": source.state_dict()}, path)
