@@ -57,15 +57,18 @@ echo "installing gen3d[$EXTRAS]" >&2
 .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
 
 if [[ ",$EXTRAS," == *",blender,"* ]] && { ! command -v blender >/dev/null 2>&1 || ! dpkg -s python3-numpy >/dev/null 2>&1 \
-    || ! command -v xvfb-run >/dev/null 2>&1 || ! command -v xauth >/dev/null 2>&1; }; then
+    || ! command -v xvfb-run >/dev/null 2>&1 || ! command -v xauth >/dev/null 2>&1 \
+    || ! command -v xdotool >/dev/null 2>&1; }; then
   # Blender tests also run the real `blender -b` binary (Debian's package).
   if [ "$(id -u)" = "0" ]; then
     echo "installing Debian's blender package" >&2
     # python3-numpy: Blender 3.4's glTF importer needs numpy and Debian's blender does not pull it in;
-    # xvfb, xauth: the window test runs that Blender in a virtual display (xvfb-run)
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender python3-numpy xvfb xauth >/dev/null
+    # xvfb, xauth: the window test runs that Blender in a virtual display (xvfb-run);
+    # xdotool: it opens the sidebar's Gen3D tab there, as an artist would (click)
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender python3-numpy xvfb xauth \
+      xdotool >/dev/null
   else
-    echo "error: the Blender tests need a 'blender' binary with numpy and xvfb-run; install them (sudo apt-get install blender python3-numpy xvfb xauth)" >&2
+    echo "error: the Blender tests need a 'blender' binary with numpy and xvfb-run; install them (sudo apt-get install blender python3-numpy xvfb xauth xdotool)" >&2
     exit 1
   fi
 fi

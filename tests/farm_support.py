@@ -88,7 +88,8 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "backend_remote", "worker", "--queue", self.queue_url, "--storage", self.storage,
                "--device", self.device, "--name", self.name, "--job-timeout", str(self.job_timeout),
                "--work-dir", self.work_dir, "--log-level", "warning"]
-        env = dict(os.environ, PYTHONPATH=ROOT, **FARM_ENV, **self.env)
+        env = dict(os.environ, PYTHONPATH=ROOT, **FARM_ENV)
+        env.update(self.env)
         env.pop("GEN3D_ALLOW_PRIVATE_URLS", None)
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -32,6 +32,7 @@ STATUS_DRAWS = 2                 # the job's start and end write the scene's job
 def reports():
     assert shutil.which("xvfb-run"), "the window test needs xvfb-run (scripts/setup.sh blender: apt-get install xvfb)"
     assert shutil.which("blender"), "the window test needs Debian's blender (scripts/setup.sh blender)"
+    assert shutil.which("xdotool"), "the window test needs xdotool (scripts/setup.sh blender: apt-get install xdotool)"
     args = addon_window.parse_args(["--faces", "5000", "--texture-size", "512", "--torch-threads", "1"])
     return addon_window.measure_all(args)
 

@@ -228,3 +228,54 @@ def test_farm_mode_refuses_disk_storage_and_bad_queue_urls(tmp_path):
     worker = subprocess.run([sys.executable, "-m", "backend_remote", "worker", "--queue", "amqp://x/",
                              "--storage", STORAGE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert worker.returncode == 2 and "not a Redis URL" in worker.stderr and "Traceback" not in worker.stderr
+
+
+DEAF_JOB_TIMEOUT_S = 45          # also the limit of the ordinary job after it, on a busy machine
+
+
+def test_a_job_deaf_to_cancel_is_killed_after_the_grace_and_the_worker_serves_on(tmp_path, moto_s3):
+    """A job that never looks at its cancel flag: at --job-timeout the worker asks it to stop, at the
+    grace after that Celery kills the pool process and starts a fresh one; the server marks the job
+    TIMED_OUT, and the next job on the same worker completes."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "farm_stuck"))
+    from sitecustomize import STUCK_SEED
+
+    grace = {"GEN3D_FARM_KILL_GRACE_S": "3"}
+    redis_server = RedisServer(os.path.join(str(tmp_path), "redis")).start()
+    client = redis_server.client()
+    stuck_path = os.pathsep.join([os.path.join(ROOT, "tests", "farm_stuck"), ROOT])
+    worker = WorkerProcess(redis_server.url, STORAGE, dict(moto_s3.env, PYTHONPATH=stuck_path, **grace), tmp_path,
+                           "deaf@farm", job_timeout=DEAF_JOB_TIMEOUT_S)
+    server = None
+    try:
+        worker.start().wait_ready(client)
+        server = ServerProcess(os.path.join(str(tmp_path), "server"), storage=STORAGE,
+                               env=dict(moto_s3.env, **FARM_ENV, **grace),
+                               extra_args=["--queue", redis_server.url, "--job-timeout", str(DEAF_JOB_TIMEOUT_S)]).start()
+        with server.client() as api:
+            body = api.post("/run", json={"input": sphere_request(**dict(TINY, seed=STUCK_SEED))}).json()
+            job_id = body["id"]
+            wait_for(api, job_id, ("IN_PROGRESS",), timeout=JOB_WAIT_S)
+            pools_before = set(worker.pool_pids())
+            started = time.monotonic()
+            body = wait_for(api, job_id, FINAL, timeout=DEAF_JOB_TIMEOUT_S + 120)
+            assert body["status"] == "TIMED_OUT" and body["error"]["code"] == "TIMEOUT", body
+            assert time.monotonic() - started < DEAF_JOB_TIMEOUT_S + 60
+            deadline = time.monotonic() + 60          # Celery's hard limit has killed the deaf pool process
+            while time.monotonic() < deadline and (set(worker.pool_pids()) & pools_before
+                                                   or not worker.pool_pids()):
+                time.sleep(0.2)
+            assert pools_before and not set(worker.pool_pids()) & pools_before, worker.log()[-3000:]
+            assert worker.proc.poll() is None                 # the Celery parent lives on
+            assert "TimeLimitExceeded" in worker.log() or "Hard time limit" in worker.log(), worker.log()[-3000:]
+
+            worker.wait_ready(client)
+            next_id = api.post("/run", json={"input": sphere_request(**dict(TINY, seed=7))}).json()["id"]
+            body = wait_for(api, next_id, FINAL, timeout=JOB_WAIT_S)
+            assert body["status"] == "COMPLETED", body
+            assert check_downloads(body["output"])["mesh.glb"][:4] == b"glTF"
+    finally:
+        if server is not None:
+            server.stop()
+        worker.stop()
+        redis_server.stop()

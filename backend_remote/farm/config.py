@@ -15,6 +15,9 @@ Environment (the same on the server and every worker):
   GEN3D_FARM_VISIBILITY_S        visibility timeout, default 7200 (2 h; jobs stop at --job-timeout, 1 h)
   GEN3D_FARM_RESTORE_INTERVAL_S  how often workers look for jobs whose visibility timeout passed (10)
   GEN3D_FARM_OUTCOME_TTL_S       how long Redis keeps a job's outcome record (7 days)
+  GEN3D_FARM_KILL_GRACE_S        how long past --job-timeout a job that ignores its cancel flag (a wedged
+                                 kernel) may run before Celery kills its pool process, and the server
+                                 marks it TIMED_OUT (120)
 """
 
 import os
@@ -63,6 +66,10 @@ def visibility_timeout_s():
 
 def restore_interval_s():
     return _float_env("GEN3D_FARM_RESTORE_INTERVAL_S", 10)
+
+
+def kill_grace_s():
+    return _float_env("GEN3D_FARM_KILL_GRACE_S", 120)
 
 
 def outcome_ttl_s():

@@ -33,7 +33,6 @@ from . import config
 
 CONSUMER = "server"
 RECONCILE_S = 5.0
-TIMEOUT_GRACE_S = 120.0
 
 
 def log(message):
@@ -240,7 +239,7 @@ class FarmScheduler:
                 self._apply_outcome(job_id, None, json.loads(text))
             elif job.status in job_store.FINAL:
                 self.ledger.mark_finished(job_id)
-            elif job.status == job_store.IN_PROGRESS and now - job.started_at > self.job_timeout_s + TIMEOUT_GRACE_S:
+            elif job.status == job_store.IN_PROGRESS and now - job.started_at > self.job_timeout_s + config.kill_grace_s():
                 error = Gen3DError(TIMEOUT, "The job ran longer than the server's limit of %g s. Lower the quality "
                                    "settings or ask the server's admin to raise --job-timeout." % self.job_timeout_s,
                                    stage=(job.progress or {}).get("stage"), retryable=False)

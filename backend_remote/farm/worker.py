@@ -205,7 +205,8 @@ def build_app(settings):
     _settings = settings
     app = config.celery_app(settings.queue_url)
     # Celery's hard limit is the backstop for a job stuck where the cancel flag is never looked at.
-    app.conf.task_time_limit = settings.job_timeout_s + 120
+    # Celery kills the pool process then and starts a fresh one, which loads the models again.
+    app.conf.task_time_limit = settings.job_timeout_s + config.kill_grace_s()
     # The pool process loads the pipeline before it reports up; Celery's default 4 s is too short.
     app.conf.worker_proc_alive_timeout = 300
 
