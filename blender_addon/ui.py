@@ -240,3 +240,4 @@ class GEN3D_PT_jobs(bpy.types.Panel):
 
 
 classes = (GEN3D_PT_main, GEN3D_PT_advanced, GEN3D_UL_jobs, GEN3D_PT_jobs)
+
