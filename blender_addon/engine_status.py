@@ -89,5 +89,15 @@ class EngineStatus:
             return True, "%s can run here" % name
         return False, row.get("reason") or "%s cannot run here" % name
 
+    def memory_lines(self, settings, name):
+        """How the engine's stages run on common GPU sizes, from the backend's memory planner ("24 GB:
+        shape resident, texture resident"); an 80 GB line only when it differs from the 24 GB one."""
+        with self._lock:
+            memory = (self._rows.get(self.key(settings), {}).get(name) or {}).get("memory") or {}
+        sizes = sorted((size for size in memory if size.isdigit()), key=int, reverse=True)
+        if "80" in memory and memory.get("80") == memory.get("24"):
+            sizes.remove("80")
+        return ["%s GB: %s" % (size, memory[size]) for size in sizes]
+
 
 status = EngineStatus()

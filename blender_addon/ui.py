@@ -72,6 +72,16 @@ def draw_engine_status(layout, context, name):
             row.operator("gen3d.check_engines", text="", icon="FILE_REFRESH", emboss=False)
         else:
             row.label(text=line)
+    memory = engine_status.status.memory_lines(settings, name)
+    if memory:                                  # what a smaller GPU does with this engine's models
+        row = column.row()
+        row.scale_y = 0.7
+        row.label(text="GPU memory:", icon="MEMORY")
+        for line in memory:
+            for index, piece in enumerate(textwrap.wrap(line, WRAP_CHARS - 2)[:2]):
+                row = column.row()
+                row.scale_y = 0.7
+                row.label(text=("  " if index else "") + piece)
 
 
 def draw_lines(layout, text, limit=4):

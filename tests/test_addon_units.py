@@ -202,6 +202,12 @@ def test_engine_status_lists_every_engine_and_why_not():
     available, reason = status.describe(broken, "builtin")
     assert available is None and "/nonexistent/python" in reason and "preferences" in reason
 
+    # the engine menu says how each GPU size runs a Hunyuan engine, from the backend's planner
+    memory = status.memory_lines(settings, "hunyuan3d-2.1")
+    assert [line.split(":")[0] for line in memory] == ["24 GB", "16 GB", "12 GB"], memory
+    assert "offload" in memory[-1] and "host RAM" in memory[1]
+    assert status.memory_lines(settings, "builtin") == []
+
     # a worker's ready event carries the same rows and replaces what was known
     status.update(settings, [{"name": "builtin", "available": False, "reason": "CUDA was requested"}])
     assert status.describe(settings, "builtin") == (False, "CUDA was requested")
