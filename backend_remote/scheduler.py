@@ -89,6 +89,40 @@ def check_quotas(store, quotas, owner, size):
                         % (total / 2 ** 20), retry_after_s=60)
 
 
+def record_submission(store, quotas, request_data, owner, lock):
+    """The part of a submission both schedulers share: a new job id, its request checked (invalid input
+    is recorded FAILED at once, its message cut by public_error, since it may quote 10 MB of input) and,
+    under `lock` so two submissions cannot both squeeze under a quota, the quotas checked (QueueFull)
+    and the job recorded IN_QUEUE. Returns (job_id, queued)."""
+    job_id = new_job_id()
+    try:
+        request = parse_request(request_data, allow_path=False)
+        check_image_decodes(request)
+    except Gen3DError as exc:
+        exc.stage = "queued"
+        store.create_failed(job_id, public_error(exc.to_dict()["error"]))
+        return job_id, False
+    size = inline_image_size(request)
+    with lock:
+        check_quotas(store, quotas, owner, size)
+        store.create(job_id, request_data, owner=owner)
+    return job_id, True
+
+
+class WaitsForJobs:
+    """wait() for a scheduler whose `_cond` is notified whenever a job's state changes."""
+
+    def wait(self, job_id, timeout):
+        """Wait up to `timeout` seconds for a job to end; returns its latest state."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._ended(job_id), timeout=timeout)
+        return self.store.get(job_id)
+
+    def _ended(self, job_id):
+        job = self.store.get(job_id)
+        return job is None or job.status in job_store.FINAL
+
+
 class _Running:
     def __init__(self, job_id):
         self.job_id = job_id
@@ -100,7 +134,7 @@ class _Running:
         self.cancel.set()
 
 
-class Scheduler:
+class Scheduler(WaitsForJobs):
     def __init__(self, store, storage, work_root, pipelines, job_timeout_s=3600, quotas=Quotas()):
         """`pipelines` maps a device name to its Pipeline (or DeviceProcess); each gets one worker thread."""
         self.store = store
@@ -151,25 +185,12 @@ class Scheduler:
     def submit(self, request_data, owner=None):
         """Queue a job; invalid input is recorded as FAILED straight away. Returns the job id.
         Raises QueueFull when `owner` (the API key) or the server is over its quota."""
-        job_id = new_job_id()
-        try:
-            request = parse_request(request_data, allow_path=False)
-            check_image_decodes(request)
-        except Gen3DError as exc:
-            exc.stage = "queued"
-            self.store.create_failed(job_id, public_error(exc.to_dict()["error"]))   # may quote 10 MB of input
-            return job_id
-        size = inline_image_size(request)
-        with self._submit_lock:        # one submission at a time, so two cannot both squeeze under a quota
-            self._check_quotas(owner, size)
-            self.store.create(job_id, request_data, owner=owner)
-        with self._cond:
-            self._queue.append(job_id)
-            self._cond.notify_all()
+        job_id, queued = record_submission(self.store, self.quotas, request_data, owner, self._submit_lock)
+        if queued:
+            with self._cond:
+                self._queue.append(job_id)
+                self._cond.notify_all()
         return job_id
-
-    def _check_quotas(self, owner, size):
-        check_quotas(self.store, self.quotas, owner, size)
 
     def cancel(self, job_id):
         """Cancel a queued or running job; a finished job is left as it is. Returns the job (or None)."""
@@ -182,16 +203,6 @@ class Scheduler:
                 running.cancel.set()          # stops at the next step, or the device process is killed
             self._cond.notify_all()
         return self.store.get(job_id)
-
-    def wait(self, job_id, timeout):
-        """Wait up to `timeout` seconds for a job to end; returns its latest state."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._ended(job_id), timeout=timeout)
-        return self.store.get(job_id)
-
-    def _ended(self, job_id):
-        job = self.store.get(job_id)
-        return job is None or job.status in job_store.FINAL
 
     def position(self, job_id):
         """How many queued jobs are ahead of `job_id` (None when it is not queued)."""

@@ -25,10 +25,9 @@ import threading
 import time
 
 from shared.errors import TIMEOUT, Gen3DError
-from shared.request import inline_image_size, parse_request
 
 from .. import job_store
-from ..scheduler import Quotas, check_image_decodes, check_quotas, new_job_id
+from ..scheduler import Quotas, WaitsForJobs, record_submission
 from . import config
 
 CONSUMER = "server"
@@ -85,7 +84,7 @@ class Ledger:
             self._db.close()
 
 
-class FarmScheduler:
+class FarmScheduler(WaitsForJobs):
     def __init__(self, store, storage, queue_url, data_dir, job_timeout_s=3600, quotas=Quotas()):
         self.store = store
         self.quotas = quotas
@@ -96,6 +95,7 @@ class FarmScheduler:
         self.client = config.redis_client(queue_url)
         self.ledger = Ledger(os.path.join(data_dir, "farm.sqlite3"))
         self._cond = threading.Condition()
+        self._submit_lock = threading.Lock()
         self._stopping = threading.Event()
         self._threads = []
         self._down_since = {}
@@ -120,18 +120,10 @@ class FarmScheduler:
     # requests -------------------------------------------------------------------------------
     def submit(self, request_data, owner=None):
         """As Scheduler.submit: invalid input is FAILED at once, quotas raise QueueFull."""
-        job_id = new_job_id()
-        try:
-            request = parse_request(request_data, allow_path=False)
-            check_image_decodes(request)
-        except Gen3DError as exc:
-            exc.stage = "queued"
-            self.store.create_failed(job_id, exc.to_dict()["error"])
-            return job_id
-        with self._cond:                      # one submission at a time, as in Scheduler.submit
-            check_quotas(self.store, self.quotas, owner, inline_image_size(request))
-            self.store.create(job_id, request_data, owner=owner)
-            self._cond.notify_all()           # the dispatcher sends it now
+        job_id, queued = record_submission(self.store, self.quotas, request_data, owner, self._submit_lock)
+        if queued:
+            with self._cond:
+                self._cond.notify_all()       # the dispatcher sends it now
         return job_id
 
     def cancel(self, job_id):
@@ -140,15 +132,6 @@ class FarmScheduler:
             with self._cond:
                 self._cond.notify_all()
         return self.store.get(job_id)
-
-    def wait(self, job_id, timeout):
-        with self._cond:
-            self._cond.wait_for(lambda: self._ended(job_id), timeout=timeout)
-        return self.store.get(job_id)
-
-    def _ended(self, job_id):
-        job = self.store.get(job_id)
-        return job is None or job.status in job_store.FINAL
 
     def position(self, job_id):
         queued = self.store.queued_ids()
