@@ -272,7 +272,7 @@ def _texgen_module(name, library, flavour="pypi"):
 
         def __call__(self, mesh, image):
             library.record("paint", faces=len(mesh.faces), image_mode=image.mode, cwd=os.getcwd(),
-                           texture_size=self.render.texture_size)
+                           texture_size=self.render.texture_size, pixels=np.asarray(image))
             vertices, faces, uvs = _own_atlas(mesh.vertices, mesh.faces)
             painted = trimesh.Trimesh(vertices, faces, process=False)
             material = trimesh.visual.texture.SimpleMaterial(image=gradient_image())

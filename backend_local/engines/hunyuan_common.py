@@ -710,8 +710,12 @@ class HunyuanEngine(hunyuan_memory.StageMemory, base.Engine):
         if self._device is not None and self._device != device:
             self.unload()
         loaded = self._models.get(stage)
-        if loaded is not None and variant is not None and getattr(loaded, "variant", variant) != variant:
-            self.unload(stage)
+        current = getattr(loaded, "variant", variant)
+        if loaded is not None and variant is not None and current != variant:
+            if current.weights == variant.weights:     # same model, other step default (e.g. high): no reload
+                loaded.variant = variant
+            else:
+                self.unload(stage)
         if stage not in self._models:
             problems = self.stage_problems(stage) + self.variant_problems(stage, variant)
             if problems:

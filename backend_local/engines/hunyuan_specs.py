@@ -46,6 +46,11 @@ class ShapeVariant:
     distilled: bool = False       # step-distilled (turbo): few steps are what it was trained for
     vae_repo_id: str = None       # the turbo VAE's repository when it is not the DiT's (2mv uses 2.0's)
 
+    @property
+    def weights(self):
+        """What the loaded model is made of: presets that differ only in steps share one loaded model."""
+        return (self.subfolder, self.flashvdm, self.vae_subfolder, self.vae_repo_id)
+
 
 @dataclass(frozen=True)
 class EngineSpec:
