@@ -360,6 +360,12 @@ def install_library(monkeypatch, package, flavour="pypi"):
     into sys.modules, and report every Python package as installed and every import chain as importing.
     Returns the FakeLibrary recording the calls."""
     library = FakeLibrary()
+    try:
+        # accelerate imports safetensors: imported under the fake below it fails half-way, and the half-made
+        # modules it leaves in sys.modules break every later import of it (lean_construction among them)
+        import accelerate  # noqa: F401
+    except ImportError:
+        pass
     modules = dict(fake_safetensors())
     if package == "hy3dgen":
         modules["hy3dgen"] = types.ModuleType("hy3dgen")
