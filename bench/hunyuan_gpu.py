@@ -110,7 +110,8 @@ def shape_run(engine, request, device, work):
 
 def bench_engine(name, settings, device, out):
     engine = registry.EngineRegistry({name: settings}).get(name, SHAPE)
-    report = {"availability": {stage: engine.availability(stage).__dict__ for stage in sorted(engine.capabilities)}}
+    report = {"availability": {stage: engine.availability(stage).__dict__ for stage in (SHAPE, TEXTURE)
+                               if stage in engine.capabilities}}
     reset_peak(device)
     started = time.perf_counter()
     engine.load(SHAPE, device)

@@ -693,7 +693,9 @@ class HunyuanEngine(hunyuan_memory.StageMemory, base.Engine):
 
     def availability(self, stage=None):
         """One stage's availability; without a stage, the shape stage's, with the others in the reason."""
-        problems = {name: "; ".join(self.stage_problems(name)) for name in sorted(self.capabilities)}
+        # the stages only: the other capabilities (multiview, texture_existing) need nothing of their own
+        problems = {name: "; ".join(self.stage_problems(name)) for name in (base.SHAPE, base.TEXTURE)
+                    if name in self.capabilities}
         details = {name: {"available": not reason, "reason": reason} for name, reason in problems.items()}
         if stage is not None:
             reason = problems.get(stage, "%s has no %s stage" % (self.name, stage))
