@@ -161,7 +161,8 @@ def test_without_weights_it_is_unavailable_naming_files_folders_and_the_install_
     assert "hunyuan3d-dit-v2-mv/config.yaml, hunyuan3d-dit-v2-mv/model.fp16.safetensors" in status.reason
     assert str(weights / "tencent" / "Hunyuan3D-2mv") in status.reason
     assert "python -m backend_local install hunyuan3d-2mv" in status.reason
-    assert status.details["texture"]["available"] is False
+    assert status.details["texture"]["available"] is False and sorted(status.details) == ["shape", "texture"]
+    assert "`python -m backend_local install hunyuan3d-2mv` builds it" in status.details["texture"]["reason"]
 
     monkeypatch.setitem(__import__("sys").modules, "hy3dgen", None)       # and without the library
     reason = Hunyuan2MVEngine().availability().reason

@@ -29,7 +29,7 @@ SHAPE_MODULES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops"
                  "yaml")
 PAINT_MODULES = ("hy3dgen", "diffusers", "transformers", "xatlas", "cv2", "trimesh")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: `python -m backend_local install hunyuan3d-2` builds it "
+RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: `python -m backend_local install %s` builds it "
                    "(by hand: in a Hunyuan3D-2 checkout `cd hy3dgen/texgen/custom_rasterizer && pip install "
                    "--no-build-isolation -e .`, needs nvcc)")
 
@@ -91,9 +91,9 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         missing = hc.missing_modules(PAINT_MODULES)
         problems = [hc.modules_missing(missing, self.name)] if missing else []
         if hc.missing_modules(RASTERIZER_MODULES):
-            problems.append("missing custom_rasterizer, " + RASTERIZER_HINT)
+            problems.append("missing custom_rasterizer, " + RASTERIZER_HINT % self.name)
         elif not missing:
-            problems.append(self._probe(base.TEXTURE, {"custom_rasterizer": RASTERIZER_HINT}))
+            problems.append(self._probe(base.TEXTURE, {"custom_rasterizer": RASTERIZER_HINT % self.name}))
         problems.append(self.cuda_problem())
         root, searched = hc.locate(PAINT_MODEL, self.settings)
         if root is None:
