@@ -177,8 +177,8 @@ HUNYUAN_MV = EngineSpec(
     ),
     packages={"shape": SHAPE_PACKAGES_20, "texture": PAINT_PACKAGES_20},
     import_chains={"shape": ("hy3dgen.shapegen",), "texture": ("hy3dgen.texgen", "custom_rasterizer")},
-    notes={"texture": "the Hunyuan3D-2 painter paints the albedo from the front image (it takes one image); "
-                      "the other views go into the built-in bake of the remaining maps"},
+    notes={"texture": "the Hunyuan3D-2 painter paints from the front image only (it takes one image); "
+                      "texture_engine builtin projects every view"},
 )
 
 SPECS = {spec.name: spec for spec in (HUNYUAN_21, HUNYUAN_20, HUNYUAN_MINI, HUNYUAN_MV)}
