@@ -6,9 +6,11 @@ reduction and export, then whole jobs through the pipeline.
         [--rasterizer-source DIR]
 
 Writes DIR/report.json (and DIR/<engine>/ job results) and prints a summary. Per engine (hunyuan3d-2.1,
-hunyuan3d-2, hunyuan3d-2mini): per-stage availability; shape model load time; generate_shape time, peak
+hunyuan3d-2, hunyuan3d-2mini, hunyuan3d-2mv): per-stage availability; shape model load time; generate_shape time, peak
 GPU memory, faces, watertightness and bounds; the same seed again (identical mesh) and another seed
-(different mesh); one whole job with texture_engine builtin (the mixed mode) with its manifest timings.
+(different mesh); one whole job with texture_engine builtin (the mixed mode) with its manifest timings;
+for hunyuan3d-2mv also the shape from the front and three views (tests/data/monkey_views) against fewer
+views, the Fast preset (turbo DiT + 2.0's turbo VAE + FlashVDM) and a whole job with the views.
 Then the painters: hunyuan3d-2's texture call goes as far as this machine allows (it needs the compiled
 custom_rasterizer and the paint weights), and with --rasterizer-source (Hunyuan3D-2's
 hy3dgen/texgen/custom_rasterizer) the rasterizer is built and the library's own renderer checks that
@@ -51,9 +53,11 @@ ENGINES = {
     "hunyuan3d-2.1": "backend_local.engines.hunyuan21:Hunyuan21Engine",
     "hunyuan3d-2": "backend_local.engines.hunyuan2:Hunyuan2Engine",
     "hunyuan3d-2mini": "backend_local.engines.hunyuan2:Hunyuan2MiniEngine",
+    "hunyuan3d-2mv": "backend_local.engines.hunyuan2:Hunyuan2MVEngine",
 }
-TINY = {"hunyuan3d-2.1": "2.1", "hunyuan3d-2": "2", "hunyuan3d-2mini": "2mini"}
+TINY = {"hunyuan3d-2.1": "2.1", "hunyuan3d-2": "2", "hunyuan3d-2mini": "2mini", "hunyuan3d-2mv": "2mv"}
 IMAGE = os.path.join(ROOT, "tests", "data", "mug", "input.png")
+VIEWS_CASE = os.path.join(ROOT, "tests", "data", "monkey_views")     # input.png + view_right/back/left.png
 PARAMS = dict(octree_resolution=128, num_inference_steps=8, guidance_scale=5.0, face_count=5000, seed=1234)
 
 
@@ -76,9 +80,18 @@ def framed_input(request):
     return foreground.frame(foreground.foreground_rgba(pixels, has_alpha, True, request.seed))[0]
 
 
+def framed_views(request):
+    views = {}
+    for name, source in (request.views or {}).items():
+        pixels, has_alpha = imageio.open_image(source["image_path"])
+        views[name] = foreground.frame(foreground.foreground_rgba(pixels, has_alpha, True, request.seed))[0]
+    return views
+
+
 def shape_run(engine, request, device, work):
     events = []
-    job = JobContext(request, framed_input(request), device, work, lambda s, f, m: events.append(m))
+    job = JobContext(request, framed_input(request), device, work, lambda s, f, m: events.append(m),
+                     views=framed_views(request))
     reset_peak(device)
     started = time.perf_counter()
     shape = engine.generate_shape(job)
@@ -97,7 +110,8 @@ def shape_run(engine, request, device, work):
 
 def bench_engine(name, settings, device, out):
     engine = registry.EngineRegistry({name: settings}).get(name, SHAPE)
-    report = {"availability": {stage: engine.availability(stage).__dict__ for stage in sorted(engine.capabilities)}}
+    report = {"availability": {stage: engine.availability(stage).__dict__ for stage in (SHAPE, TEXTURE)
+                               if stage in engine.capabilities}}
     reset_peak(device)
     started = time.perf_counter()
     engine.load(SHAPE, device)
@@ -118,6 +132,37 @@ def bench_engine(name, settings, device, out):
     report["job_files"] = sorted(os.listdir(job_dir))
     engine.unload()
     for loaded in pipeline.registry.loaded().values():    # free the GPU for the next engine
+        loaded.unload()
+    return report
+
+
+def bench_multiview(name, settings, device, out):
+    """hunyuan3d-2mv with the front and three views (hy3dgen's MVImageProcessorV2 and DinoImageEncoderMV):
+    shape with views against front only and one view, Fast (turbo DiT, 2.0's turbo VAE, FlashVDM), and a whole
+    job with the views and texture_engine builtin (every view projected onto the mesh)."""
+    engine = registry.EngineRegistry({name: settings}).get(name, SHAPE)
+    views = {view: {"image_path": os.path.join(VIEWS_CASE, "view_%s.png" % view)} for view in ("right", "back", "left")}
+    request = parse_request(dict(image_path=os.path.join(VIEWS_CASE, "input.png"), engine=name, views=views, **PARAMS),
+                            allow_path=True)
+    report = {}
+    four, report["shape_four_views"] = shape_run(engine, request, device, tempfile.mkdtemp())
+    front, report["shape_front_only"] = shape_run(engine, request.with_changes(views=None), device, tempfile.mkdtemp())
+    back, report["shape_front_back"] = shape_run(engine, request.with_changes(views={"back": views["back"]}), device,
+                                                 tempfile.mkdtemp())
+    report["views_change_the_shape"] = all(not (a.faces.shape == b.faces.shape and np.allclose(a.vertices, b.vertices))
+                                           for a, b in ((four, front), (four, back)))
+    report["registered_views"] = sorted(four.views or {})
+    fast = request.with_changes(preset="fast", num_inference_steps=None)
+    _shape, report["shape_fast"] = shape_run(engine, fast, device, tempfile.mkdtemp())
+    model = engine.model(SHAPE, device, None)
+    report["fast_vae_flashvdm"] = type(model.pipeline.vae.volume_decoder).__name__
+    pipeline = Pipeline(str(device), settings={name: settings})
+    job_dir = os.path.join(out, name + "-views")
+    manifest = pipeline.run(request.with_changes(texture_engine="builtin", texture_size=512), job_dir)
+    report["job_views_builtin_texture"] = {k: manifest[k] for k in ("engine", "timings", "peak_memory_mb", "mesh")}
+    report["job_files"] = sorted(os.listdir(job_dir))
+    engine.unload()
+    for loaded in pipeline.registry.loaded().values():
         loaded.unload()
     return report
 
@@ -378,7 +423,8 @@ def main(argv=None):
     if repo:
         sys.path.insert(0, os.path.join(repo, "hy3dshape"))
     started = time.perf_counter()
-    report["tiny_weights"] = hunyuan_tiny.build(weights, [TINY[name] for name in args.engines])
+    report["tiny_weights"] = hunyuan_tiny.build(weights, [TINY[name] for name in args.engines],
+                                                turbo="hunyuan3d-2mv" in args.engines)
     report["tiny_weights_seconds"] = round(time.perf_counter() - started, 2)
     settings = {"weights_dir": weights, "repo": repo}
 
@@ -390,6 +436,13 @@ def main(argv=None):
             report["engines"][name] = {"error": "%s: %s" % (type(exc).__name__, exc),
                                        "traceback": traceback.format_exc()[-3000:]}
         log(json.dumps(report["engines"][name])[:600])
+        if name == "hunyuan3d-2mv":
+            try:
+                report["engines"][name]["multiview"] = bench_multiview(name, settings, device, args.out)
+            except Exception as exc:
+                report["engines"][name]["multiview"] = {"error": "%s: %s" % (type(exc).__name__, exc),
+                                                        "traceback": traceback.format_exc()[-3000:]}
+            log(json.dumps(report["engines"][name]["multiview"])[:600])
 
     if "hunyuan3d-2" in args.engines:
         report["painter_hunyuan3d-2_before_build"] = painter_attempt(settings, device, args.out)

@@ -1,13 +1,16 @@
 """Tiny random-weight Hunyuan3D checkpoints in the libraries' own formats, so the real library code (and
 our engines) can run end to end where the multi-GB weights cannot be downloaded.
 
-    GEN3D_HUNYUAN21_REPO=/path/to/Hunyuan3D-2.1 python bench/hunyuan_tiny.py WEIGHTS_DIR [--only 2.1 2 2mini]
+    GEN3D_HUNYUAN21_REPO=/path/to/Hunyuan3D-2.1 python bench/hunyuan_tiny.py WEIGHTS_DIR [--only 2.1 2 2mini 2mv] [--turbo]
 
 writes, as from_pretrained(model_path, subfolder=...) expects (point GEN3D_WEIGHTS_DIR at WEIGHTS_DIR):
   tencent/Hunyuan3D-2.1/hunyuan3d-dit-v2-1/   config.yaml + model.fp16.ckpt         (torch.save of
                                               {"model", "vae", "conditioner"} state dicts, as 2.1 ships)
   tencent/Hunyuan3D-2/hunyuan3d-dit-v2-0/     config.yaml + model.fp16.safetensors  (one file, keys prefixed
   tencent/Hunyuan3D-2mini/hunyuan3d-dit-v2-mini/                                     model./vae./conditioner.)
+  tencent/Hunyuan3D-2mv/hunyuan3d-dit-v2-mv/          (the same, with the multi-view DinoImageEncoderMV and
+                                                       MVImageProcessorV2)
+  with --turbo also the Fast preset's -turbo DiT folders and turbo VAEs (TURBO; 2mv's is tencent/Hunyuan3D-2's)
 
 The configs name the same classes with the same options as the released ones (DiT, ShapeVAE, DINOv2
 conditioner, flow-matching scheduler, image processor); only the sizes are toy. The weights are random,
@@ -67,11 +70,11 @@ def _vae_params(extra=None):
     return params
 
 
-def _conditioner(package):
+def _conditioner(package, encoder="DinoImageEncoder", **extra):
     return {"target": "%s.SingleImageEncoder" % package,
-            "params": {"main_image_encoder": {"type": "DinoImageEncoder",
-                                              "kwargs": {"config": dict(DINO_TINY), "image_size": 28,
-                                                         "use_cls_token": True}}}}
+            "params": {"main_image_encoder": {"type": encoder,
+                                              "kwargs": dict({"config": dict(DINO_TINY), "image_size": 28,
+                                                              "use_cls_token": True}, **extra)}}}
 
 
 def config_21():
@@ -112,11 +115,31 @@ def config_20(depth=1, single_blocks=1):
     }
 
 
+def config_mv():
+    """hunyuan3d-dit-v2-mv: 2.0's DiT and VAE, conditioned by DinoImageEncoderMV (each view's DINOv2 tokens
+    plus a sin-cos embedding of its view index, the views' tokens concatenated: 4 x DINO_TOKENS of context)
+    on images from MVImageProcessorV2 (a dict front/left/back/right -> views sorted by index)."""
+    config = config_20()
+    config["conditioner"] = _conditioner("hy3dgen.shapegen.models", "DinoImageEncoderMV", view_num=4)
+    config["image_processor"] = {"target": "hy3dgen.shapegen.preprocessors.MVImageProcessorV2",
+                                 "params": {"size": 64, "border_ratio": 0.15}}
+    return config
+
+
 MODELS = {
     "2.1": ("hy3dshape.pipelines", "tencent/Hunyuan3D-2.1", "hunyuan3d-dit-v2-1", config_21, "ckpt"),
     "2": ("hy3dgen.shapegen.pipelines", "tencent/Hunyuan3D-2", "hunyuan3d-dit-v2-0", config_20, "safetensors"),
     "2mini": ("hy3dgen.shapegen.pipelines", "tencent/Hunyuan3D-2mini", "hunyuan3d-dit-v2-mini",
               lambda: config_20(depth=1, single_blocks=2), "safetensors"),
+    "2mv": ("hy3dgen.shapegen.pipelines", "tencent/Hunyuan3D-2mv", "hunyuan3d-dit-v2-mv", config_mv, "safetensors"),
+}
+# Fast preset (hy3dgen models): the turbo DiT folder (same toy config, other random weights) and the turbo
+# VAE FlashVDM decodes with (a ShapeVAE folder: config.yaml {target, params} + unprefixed state dict). 2mv
+# has no VAE of its own: upstream's enable_flashvdm maps it to tencent/Hunyuan3D-2's.
+TURBO = {
+    "2": ("hunyuan3d-dit-v2-0-turbo", "tencent/Hunyuan3D-2", "hunyuan3d-vae-v2-0-turbo"),
+    "2mini": ("hunyuan3d-dit-v2-mini-turbo", "tencent/Hunyuan3D-2mini", "hunyuan3d-vae-v2-mini-turbo"),
+    "2mv": ("hunyuan3d-dit-v2-mv-turbo", "tencent/Hunyuan3D-2", "hunyuan3d-vae-v2-0-turbo"),
 }
 
 
@@ -146,33 +169,59 @@ def blob_head(vae):
     decoder.output_proj.bias.zero_()
 
 
-def build(root, which, seed=0):
-    """Write the tiny checkpoints under `root`; returns {model: folder}."""
+def build(root, which, seed=0, turbo=False):
+    """Write the tiny checkpoints under `root` (with `turbo`, also each hy3dgen model's TURBO folders);
+    returns {model: folder}."""
     import importlib
 
     written = {}
     for key in which:
         module, repo_id, subfolder, make_config, kind = MODELS[key]
-        instantiate = importlib.import_module(module).instantiate_from_config
-        torch.manual_seed(seed)
-        config = make_config()
-        parts = {name: instantiate(config[name]) for name in ("model", "vae", "conditioner")}
-        blob_head(parts["vae"])
-        folder = os.path.join(root, repo_id, subfolder)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "config.yaml"), "w") as handle:
-            yaml.safe_dump(config, handle, sort_keys=False)
-        states = {name: {k: v.half().contiguous() for k, v in part.state_dict().items()}
-                  for name, part in parts.items()}
-        if kind == "ckpt":
-            torch.save(states, os.path.join(folder, "model.fp16.ckpt"))
-        else:
-            import safetensors.torch
-
-            flat = {"%s.%s" % (name, k): v for name, state in states.items() for k, v in state.items()}
-            safetensors.torch.save_file(flat, os.path.join(folder, "model.fp16.safetensors"))
-        written[key] = folder
+        written[key] = _build_one(importlib.import_module(module).instantiate_from_config, make_config(),
+                                  os.path.join(root, repo_id, subfolder), kind, seed)
+        if turbo and key in TURBO:
+            dit, vae_repo, vae_subfolder = TURBO[key]
+            written[key + "-turbo"] = _build_one(importlib.import_module(module).instantiate_from_config,
+                                                 make_config(), os.path.join(root, repo_id, dit), kind, seed + 1)
+            written[key + "-turbo-vae"] = build_vae(importlib.import_module(module).instantiate_from_config,
+                                                    make_config()["vae"], os.path.join(root, vae_repo, vae_subfolder),
+                                                    seed + 2)
     return written
+
+
+def build_vae(instantiate, vae_config, folder, seed):
+    """A ShapeVAE folder as ShapeVAE.from_pretrained (and our turbo VAE loader) reads it."""
+    import safetensors.torch
+
+    torch.manual_seed(seed)
+    vae = instantiate(vae_config)
+    blob_head(vae)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.yaml"), "w") as handle:
+        yaml.safe_dump(vae_config, handle, sort_keys=False)
+    safetensors.torch.save_file({k: v.half().contiguous() for k, v in vae.state_dict().items()},
+                                os.path.join(folder, "model.fp16.safetensors"))
+    return folder
+
+
+def _build_one(instantiate, config, folder, kind, seed):
+    """One model folder: config.yaml and the model/vae/conditioner weights in the library's format."""
+    torch.manual_seed(seed)
+    parts = {name: instantiate(config[name]) for name in ("model", "vae", "conditioner")}
+    blob_head(parts["vae"])
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    states = {name: {k: v.half().contiguous() for k, v in part.state_dict().items()}
+              for name, part in parts.items()}
+    if kind == "ckpt":
+        torch.save(states, os.path.join(folder, "model.fp16.ckpt"))
+    else:
+        import safetensors.torch
+
+        flat = {"%s.%s" % (name, k): v for name, state in states.items() for k, v in state.items()}
+        safetensors.torch.save_file(flat, os.path.join(folder, "model.fp16.safetensors"))
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,6 +442,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="weights folder to write (use it as GEN3D_WEIGHTS_DIR)")
     parser.add_argument("--only", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    parser.add_argument("--turbo", action="store_true", help="also the Fast preset's turbo DiT and turbo VAE "
+                        "folders of the hy3dgen models (%s)" % ", ".join(sorted(TURBO)))
     parser.add_argument("--paint", nargs="*", choices=sorted(PAINT_REPOS), default=[],
                         help="also the painters' models (2: delight + multiview; 2.1: PBR, DINOv2, RealESRGAN)")
     args = parser.parse_args(argv)
@@ -401,8 +452,8 @@ def main(argv=None):
         if not repo:
             parser.error("building the 2.1 checkpoint needs GEN3D_HUNYUAN21_REPO (its hy3dshape code)")
         sys.path.insert(0, os.path.join(repo, "hy3dshape"))
-    for key, folder in build(args.root, args.only).items():
-        print("%-6s %s" % (key, folder))
+    for key, folder in build(args.root, args.only, turbo=args.turbo).items():
+        print("%-14s %s" % (key, folder))
     for key, folder in build_paint(args.root, args.paint, repo=repo).items():
         print("%-10s %s" % (key, folder))
     return 0

@@ -11,13 +11,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from .errors import IMAGE_TOO_LARGE, Gen3DError, invalid
 from .version import API_VERSION
 
-SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini")
+SHAPE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini", "hunyuan3d-2mv")
 # Engines that can paint a texture; any of them can texture any shape engine's mesh.
-TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2")
+TEXTURE_ENGINES = ("builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mv")
 
 # What people see the engines called (menus, docs); the wire uses the ids.
 ENGINE_LABELS = {"builtin": "Built-in", "hunyuan3d-2.1": "Hunyuan3D 2.1", "hunyuan3d-2": "Hunyuan3D 2",
-                 "hunyuan3d-2mini": "Hunyuan3D 2 mini"}
+                 "hunyuan3d-2mini": "Hunyuan3D 2 mini", "hunyuan3d-2mv": "Hunyuan3D 2 multi-view"}
 # Engines without a diffusion sampler: they ignore num_inference_steps and guidance_scale.
 SAMPLERLESS_ENGINES = ("builtin",)
 

@@ -272,7 +272,7 @@ def _texgen_module(name, library, flavour="pypi"):
 
         def __call__(self, mesh, image):
             library.record("paint", faces=len(mesh.faces), image_mode=image.mode, cwd=os.getcwd(),
-                           texture_size=self.render.texture_size)
+                           texture_size=self.render.texture_size, pixels=np.asarray(image))
             vertices, faces, uvs = _own_atlas(mesh.vertices, mesh.faces)
             painted = trimesh.Trimesh(vertices, faces, process=False)
             material = trimesh.visual.texture.SimpleMaterial(image=gradient_image())
@@ -360,6 +360,12 @@ def install_library(monkeypatch, package, flavour="pypi"):
     into sys.modules, and report every Python package as installed and every import chain as importing.
     Returns the FakeLibrary recording the calls."""
     library = FakeLibrary()
+    try:
+        # accelerate imports safetensors: imported under the fake below it fails half-way, and the half-made
+        # modules it leaves in sys.modules break every later import of it (lean_construction among them)
+        import accelerate  # noqa: F401
+    except ImportError:
+        pass
     modules = dict(fake_safetensors())
     if package == "hy3dgen":
         modules["hy3dgen"] = types.ModuleType("hy3dgen")

@@ -112,7 +112,7 @@ def test_check_of_a_good_python():
     assert result.gen3d == __version__ and result.torch.startswith("2.")
     assert "builtin" in result.available_engines()
     assert result.summary().startswith("Gen3D %s, torch %s, CUDA: no, engines: builtin" % (__version__, result.torch))
-    assert "not installed: hunyuan3d-2.1, hunyuan3d-2, hunyuan3d-2mini" in result.summary()
+    assert "not installed: hunyuan3d-2.1, hunyuan3d-2, hunyuan3d-2mini, hunyuan3d-2mv" in result.summary()
 
 
 def test_check_of_bad_pythons(tmp_path, monkeypatch):
@@ -377,11 +377,11 @@ def test_preferences_in_blender(zips, tmp_path):
     assert report["choose_result"] == ["FINISHED"] and report["hidden_files_unchanged"]   # the folder button
     assert report["good_check"][0] == "CHECKMARK"
     assert report["good_check"][1].startswith("Gen3D %s, torch 2." % __version__)
-    assert "engines: builtin; not installed: hunyuan3d-2.1, hunyuan3d-2, hunyuan3d-2mini" in report["good_check"][1]
+    assert "engines: builtin; not installed: hunyuan3d-2.1, hunyuan3d-2, hunyuan3d-2mini, hunyuan3d-2mv" in report["good_check"][1]
     assert report["menu_after_check"] == [True, "builtin can run here"]
 
     install_buttons = [entry for entry in report["draw_online"] if entry[:2] == ["operator", "gen3d.install_engine"]]
-    assert len(install_buttons) == 3
+    assert len(install_buttons) == 4
     assert report["install_result"] == ["FINISHED"] and report["install_finished"]
     fractions = [entry[0] for entry in report["install_progress"]]
     assert fractions == sorted(fractions) and 0.5 in fractions and fractions[-1] == 1.0   # 0.5 waits for the gate

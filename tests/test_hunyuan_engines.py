@@ -27,6 +27,7 @@ HUNYUAN_ENGINES = {
     "hunyuan3d-2.1": "backend_local.engines.hunyuan21:Hunyuan21Engine",
     "hunyuan3d-2": "backend_local.engines.hunyuan2:Hunyuan2Engine",
     "hunyuan3d-2mini": "backend_local.engines.hunyuan2:Hunyuan2MiniEngine",
+    "hunyuan3d-2mv": "backend_local.engines.hunyuan2:Hunyuan2MVEngine",
 }
 
 
@@ -190,7 +191,8 @@ def test_engines_json_lists_every_hunyuan_engine_and_why_not(isolated, monkeypat
     assert rows["builtin"]["available"] is True
     for name, capabilities in (("hunyuan3d-2.1", ["shape", "texture", "texture_existing"]),
                                ("hunyuan3d-2", ["shape", "texture", "texture_existing"]),
-                               ("hunyuan3d-2mini", ["shape"])):
+                               ("hunyuan3d-2mini", ["shape"]),
+                               ("hunyuan3d-2mv", ["multiview", "shape", "texture"])):
         assert rows[name]["capabilities"] == capabilities and rows[name]["available"] is False
         assert rows[name]["vram_gb"]["shape"] > 0 and rows[name]["reason"]
     assert "GEN3D_HUNYUAN21_REPO" in rows["hunyuan3d-2.1"]["reason"]

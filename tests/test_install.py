@@ -357,7 +357,8 @@ def test_spec_downloads_every_file_the_engines_look_for():
 
     engines = {"hunyuan3d-2.1": [hunyuan21.SHAPE_MODEL, hunyuan21.PAINT_MODEL, hunyuan21.DINO_MODEL],
                "hunyuan3d-2": [hunyuan2.Hunyuan2Engine.shape_model, hunyuan2.PAINT_MODEL],
-               "hunyuan3d-2mini": [hunyuan2.Hunyuan2MiniEngine.shape_model]}
+               "hunyuan3d-2mini": [hunyuan2.Hunyuan2MiniEngine.shape_model],
+               "hunyuan3d-2mv": hunyuan2.Hunyuan2MVEngine.model_files()}
     for name, models in engines.items():
         patterns = {w.repo_id: w.allow_patterns for w in spec.ENGINES[name].weights}
         for model in models:
@@ -445,7 +446,7 @@ def test_unavailable_engines_point_to_the_install_command(tmp_path, monkeypatch)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
     monkeypatch.setenv("HY3DGEN_MODELS", str(tmp_path / "empty-hy3dgen"))
     rows = {row["name"]: row for row in EngineRegistry().describe()}
-    for name in ("hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini"):
+    for name in ("hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini", "hunyuan3d-2mv"):
         reason = rows[name]["reason"]
         assert not rows[name]["available"]
         assert "python -m backend_local install %s" % name in reason, reason

@@ -221,4 +221,4 @@ def test_cli_engines_listing():
     assert listing.returncode == 0
     rows = {row["name"]: row for row in json.loads(listing.stdout)}
     assert rows["builtin"]["available"] is True
-    assert set(rows) == {"builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini"}
+    assert set(rows) == {"builtin", "hunyuan3d-2.1", "hunyuan3d-2", "hunyuan3d-2mini", "hunyuan3d-2mv"}

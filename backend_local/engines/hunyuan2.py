@@ -1,8 +1,9 @@
-"""hunyuan3d-2 and hunyuan3d-2mini: Tencent's Hunyuan3D 2.0 models through the `hy3dgen` package.
+"""hunyuan3d-2, hunyuan3d-2mini and hunyuan3d-2mv: Tencent's Hunyuan3D 2.0 models through the `hy3dgen` package.
 
 Shape: hy3dgen.shapegen.Hunyuan3DDiTFlowMatchingPipeline (tencent/Hunyuan3D-2, hunyuan3d-dit-v2-0 and its
 -turbo; tencent/Hunyuan3D-2mini, hunyuan3d-dit-v2-mini and its -turbo), the variant chosen by the request's
-preset (hunyuan_specs). Texture (hunyuan3d-2 only; 2mini jobs paint with it or builtin):
+preset (hunyuan_specs); tencent/Hunyuan3D-2mv, hunyuan3d-dit-v2-mv and its -turbo, takes the front and
+the request's views as one dict. Texture (hunyuan3d-2 and 2mv; 2mini jobs paint with it or builtin):
 hy3dgen.texgen.Hunyuan3DPaintPipeline, which paints an RGB albedo only, so roughness, metallic, normal and
 AO come from the built-in texturer (hunyuan_texture).
 
@@ -12,19 +13,23 @@ always given hunyuan3d-paint-v2-0 explicitly where it takes the argument (detect
 ShapeVAE difference is handled in hunyuan_shape.
 """
 
+import dataclasses
 import inspect
 
 import numpy as np
 
+from shared.request import VIEW_AZIMUTHS
+
 from . import base
 from . import hunyuan_common as hc
 from . import hunyuan_shape, hunyuan_specs as specs, hunyuan_speed, hunyuan_texture
+from .builtin.multiview import azimuth_rotation
 
 SHAPE_MODULES = ("hy3dgen", "diffusers", "transformers", "torchvision", "einops", "pymeshlab", "trimesh", "cv2",
                  "yaml")
 PAINT_MODULES = ("hy3dgen", "diffusers", "transformers", "xatlas", "cv2", "trimesh")
 RASTERIZER_MODULES = ("custom_rasterizer", "custom_rasterizer_kernel")
-RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: `python -m backend_local install hunyuan3d-2` builds it "
+RASTERIZER_HINT = ("the painter's compiled CUDA rasterizer: `python -m backend_local install %s` builds it "
                    "(by hand: in a Hunyuan3D-2 checkout `cd hy3dgen/texgen/custom_rasterizer && pip install "
                    "--no-build-isolation -e .`, needs nvcc)")
 
@@ -59,7 +64,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         """The weight folders a shape variant reads: its DiT and, for FlashVDM, its turbo VAE."""
         files = [shape_files(cls.spec.repo_id, variant.subfolder, "%s shape (%s)" % (cls.spec.name, variant.subfolder))]
         if variant.vae_subfolder:
-            files.append(shape_files(cls.spec.repo_id, variant.vae_subfolder,
+            files.append(shape_files(variant.vae_repo_id or cls.spec.repo_id, variant.vae_subfolder,
                                      "%s turbo VAE (%s)" % (cls.spec.name, variant.vae_subfolder)))
         return files
 
@@ -86,9 +91,9 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         missing = hc.missing_modules(PAINT_MODULES)
         problems = [hc.modules_missing(missing, self.name)] if missing else []
         if hc.missing_modules(RASTERIZER_MODULES):
-            problems.append("missing custom_rasterizer, " + RASTERIZER_HINT)
+            problems.append("missing custom_rasterizer, " + RASTERIZER_HINT % self.name)
         elif not missing:
-            problems.append(self._probe(base.TEXTURE, {"custom_rasterizer": RASTERIZER_HINT}))
+            problems.append(self._probe(base.TEXTURE, {"custom_rasterizer": RASTERIZER_HINT % self.name}))
         problems.append(self.cuda_problem())
         root, searched = hc.locate(PAINT_MODEL, self.settings)
         if root is None:
@@ -128,7 +133,12 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         job.progress("shape", 0.02, "loading %s" % self.name)
         variant = specs.shape_variant(self.name, job.request.preset)
         model = self.model(base.SHAPE, job.device, variant)
-        return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device))
+        return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device),
+                                            image=self.library_image(job))
+
+    def library_image(self, job):
+        """What the shape pipeline's `image` is given (None: the front image as PIL)."""
+        return None
 
     def generate_texture(self, job, shape):
         import trimesh
@@ -169,3 +179,54 @@ class Hunyuan2MiniEngine(Hy3DGenEngine):
     capabilities = frozenset({base.SHAPE})
     vram_gb = {base.SHAPE: 5.0}
     stage_sizes = {base.SHAPE: (1.6, 1.0, 2.5)}
+
+
+# Our view names (DESIGN.md: the camera at +X is `right`) -> hy3dgen's MVImageProcessorV2 keys, which name
+# the side of the object the camera sees: the camera at +X sees the object's left side (the object faces
+# +Z, so its left hand is at +X), so our `right` is its `left` and our `left` (-X) its `right`.
+LIBRARY_VIEW_NAMES = {"right": "left", "back": "back", "left": "right"}
+
+
+def library_views(front, views):
+    """The multi-view pipeline's `image` dict: "front" and each given view under hy3dgen's name, as PIL RGBA."""
+    images = {"front": hc.pil_image(front)}
+    for name in sorted(views):
+        images[LIBRARY_VIEW_NAMES[name]] = hc.pil_image(views[name])
+    return images
+
+
+def registered_views(vertices, front, views):
+    """The front and the extra views placed on the library's mesh for the texturers. The mesh is upright
+    in our frame, so each view's camera is the front's turned about +Y by the view's azimuth; each image
+    was cut out and framed on its own, so its framing comes from matching the bounding box of the mesh
+    seen from there to the view's silhouette (as base.fit_view frames the front)."""
+    mapping = base.fit_view(vertices, front[..., 3])
+    extra = {}
+    for name, rgba in views.items():
+        rotation = azimuth_rotation(VIEW_AZIMUTHS[name])
+        extra[name] = base.ExtraView(rotation, base.fit_view(vertices @ rotation.T, rgba[..., 3]), rgba)
+    return mapping, extra
+
+
+class Hunyuan2MVEngine(Hy3DGenEngine):
+    """Hunyuan3D-2mv: the front and up to three views (request `views`) condition one shape. Textures: the
+    Hunyuan3D-2 painter (one image: the front, as upstream's multi-view example paints), or with
+    texture_engine builtin every view projected onto the mesh (registered_views)."""
+
+    name = "hunyuan3d-2mv"
+    spec = specs.HUNYUAN_MV
+    shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2mv shape (%s)"
+                              % spec.shape[specs.BALANCED].subfolder)
+    capabilities = frozenset({base.SHAPE, base.TEXTURE, base.MULTIVIEW})
+    # The same 1.1 B DiT, ShapeVAE and DINOv2 as hunyuan3d-2 (upstream: 6 GB shape, 16 GB with the
+    # painter); four views lengthen the DiT's image context fourfold, which the working memory covers.
+    vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
+    stage_sizes = {base.SHAPE: (3.2, 2.4, 2.5), base.TEXTURE: (6.0, 3.5, 8.0)}
+
+    def library_image(self, job):
+        return library_views(job.image, job.views)
+
+    def generate_shape(self, job):
+        shape = super().generate_shape(job)
+        view, views = registered_views(shape.vertices, job.image, job.views)
+        return dataclasses.replace(shape, view=view, views=views or None)

@@ -693,7 +693,9 @@ class HunyuanEngine(hunyuan_memory.StageMemory, base.Engine):
 
     def availability(self, stage=None):
         """One stage's availability; without a stage, the shape stage's, with the others in the reason."""
-        problems = {name: "; ".join(self.stage_problems(name)) for name in sorted(self.capabilities)}
+        # the stages only: the other capabilities (multiview, texture_existing) need nothing of their own
+        problems = {name: "; ".join(self.stage_problems(name)) for name in (base.SHAPE, base.TEXTURE)
+                    if name in self.capabilities}
         details = {name: {"available": not reason, "reason": reason} for name, reason in problems.items()}
         if stage is not None:
             reason = problems.get(stage, "%s has no %s stage" % (self.name, stage))
@@ -710,8 +712,12 @@ class HunyuanEngine(hunyuan_memory.StageMemory, base.Engine):
         if self._device is not None and self._device != device:
             self.unload()
         loaded = self._models.get(stage)
-        if loaded is not None and variant is not None and getattr(loaded, "variant", variant) != variant:
-            self.unload(stage)
+        current = getattr(loaded, "variant", variant)
+        if loaded is not None and variant is not None and current != variant:
+            if current.weights == variant.weights:     # same model, other step default (e.g. high): no reload
+                loaded.variant = variant
+            else:
+                self.unload(stage)
         if stage not in self._models:
             problems = self.stage_problems(stage) + self.variant_problems(stage, variant)
             if problems:

@@ -186,11 +186,14 @@ def library_call_arguments(request, job, num_chunks):
     )
 
 
-def generate_shape(engine, model, job, num_chunks):
-    """Image -> closed mesh in our frame with at most face_count triangles."""
+def generate_shape(engine, model, job, num_chunks, image=None):
+    """Image -> closed mesh in our frame with at most face_count triangles. `image`: what the pipeline is
+    given instead of the front image (the multi-view pipeline's dict of views)."""
     request = resolve_request(job, model.variant)
+    if image is None:
+        image = hc.pil_image(job.image)
     with hc.job_folder(job.work_dir, engine.name + "-shape"), hc.gpu_stage(engine, base.SHAPE, job.device):
-        meshes = model.pipeline(image=hc.pil_image(job.image), **library_call_arguments(request, job, num_chunks))
+        meshes = model.pipeline(image=image, **library_call_arguments(request, job, num_chunks))
         mesh = meshes[0] if meshes else None
         if mesh is None or len(mesh.faces) == 0:
             raise Gen3DError(INTERNAL, "%s produced no surface for this image; try another seed or more "

@@ -18,6 +18,7 @@ PRESETS = (FAST, BALANCED, HIGH)
 
 REPO_20 = "tencent/Hunyuan3D-2"
 REPO_MINI = "tencent/Hunyuan3D-2mini"
+REPO_MV = "tencent/Hunyuan3D-2mv"
 REPO_21 = "tencent/Hunyuan3D-2.1"
 DINO_GIANT = "facebook/dinov2-giant"
 
@@ -43,6 +44,12 @@ class ShapeVariant:
     flashvdm: bool = False
     vae_subfolder: str = None
     distilled: bool = False       # step-distilled (turbo): few steps are what it was trained for
+    vae_repo_id: str = None       # the turbo VAE's repository when it is not the DiT's (2mv uses 2.0's)
+
+    @property
+    def weights(self):
+        """What the loaded model is made of: presets that differ only in steps share one loaded model."""
+        return (self.subfolder, self.flashvdm, self.vae_subfolder, self.vae_repo_id)
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,38 @@ HUNYUAN_21 = EngineSpec(
     notes={FAST: "Hunyuan3D-2.1 has no turbo model: Fast runs the standard DiT with 30 steps"},
 )
 
-SPECS = {spec.name: spec for spec in (HUNYUAN_21, HUNYUAN_20, HUNYUAN_MINI)}
+# Multi-view (hy3dgen's MVImageProcessorV2 + DinoImageEncoderMV, 1-4 views). Its repository has no VAE
+# of its own: the mv checkpoints carry 2.0's, and upstream's enable_flashvdm() maps Hunyuan3D-2mv to
+# tencent/Hunyuan3D-2's turbo VAE, which Fast therefore declares and loads from that repository.
+# hunyuan3d-dit-v2-mv-fast (guidance-distilled: one DiT pass per step instead of two, same step count)
+# is not a preset's model, as 2.0's -v2-0-fast is not: Fast runs the step-distilled turbo (5 steps),
+# which is faster still, and the folder (a third copy of the 1.1 B DiT) is not downloaded.
+MV_TURBO_VAE = "hunyuan3d-vae-v2-0-turbo"
+HUNYUAN_MV = EngineSpec(
+    name="hunyuan3d-2mv",
+    repo_id=REPO_MV,
+    shape={
+        FAST: ShapeVariant("hunyuan3d-dit-v2-mv-turbo", 5, flashvdm=True, vae_subfolder=MV_TURBO_VAE,
+                           distilled=True, vae_repo_id=REPO_20),
+        BALANCED: ShapeVariant("hunyuan3d-dit-v2-mv", 50),
+        HIGH: ShapeVariant("hunyuan3d-dit-v2-mv", 75),
+    },
+    weights=(
+        _weights(REPO_MV, dict.fromkeys(("hunyuan3d-dit-v2-mv", "hunyuan3d-dit-v2-mv-turbo"),
+                                        "model.fp16.safetensors"), (),
+                 "Hunyuan3D-2mv multi-view shape (standard and turbo)"),
+        # texture: the 2.0 painter (as upstream's textured multi-view example); Fast: 2.0's turbo VAE
+        _weights(REPO_20, {MV_TURBO_VAE: "model.fp16.safetensors"},
+                 ("hunyuan3d-paint-v2-0", "hunyuan3d-delight-v2-0"),
+                 "the turbo VAE FlashVDM decodes 2mv-turbo with, and the Hunyuan3D-2 paint and delight models"),
+    ),
+    packages={"shape": SHAPE_PACKAGES_20, "texture": PAINT_PACKAGES_20},
+    import_chains={"shape": ("hy3dgen.shapegen",), "texture": ("hy3dgen.texgen", "custom_rasterizer")},
+    notes={"texture": "the Hunyuan3D-2 painter paints from the front image only (it takes one image); "
+                      "texture_engine builtin projects every view"},
+)
+
+SPECS = {spec.name: spec for spec in (HUNYUAN_21, HUNYUAN_20, HUNYUAN_MINI, HUNYUAN_MV)}
 
 # For the installer: engine name -> weights / pip packages (all stages).
 WEIGHTS = {name: spec.weights for name, spec in SPECS.items()}

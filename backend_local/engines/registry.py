@@ -14,6 +14,7 @@ ENGINES = {
     "hunyuan3d-2.1": "backend_local.engines.hunyuan21:Hunyuan21Engine",
     "hunyuan3d-2": "backend_local.engines.hunyuan2:Hunyuan2Engine",
     "hunyuan3d-2mini": "backend_local.engines.hunyuan2:Hunyuan2MiniEngine",
+    "hunyuan3d-2mv": "backend_local.engines.hunyuan2:Hunyuan2MVEngine",
 }
 
 

@@ -118,6 +118,18 @@ def hub_weights(engine):
     return tuple(Weights(w.repo_id, w.allow_patterns, w.purpose) for w in hunyuan_specs.WEIGHTS[engine])
 
 
+# hunyuan3d-2 and hunyuan3d-2mv run the same hy3dgen painter from the same checkout's extensions.
+SOURCE2 = Source("Tencent-Hunyuan/Hunyuan3D-2", HUNYUAN2_COMMIT, "hy3dgen/texgen/differentiable_renderer/mesh_processor.cpp")
+EXTENSIONS2 = (
+    RASTERIZER2,
+    # hy3dgen imports `.mesh_processor`: a compiled module beside its pure-Python mesh_processor.py wins.
+    Extension("mesh_processor", "pybind", "hy3dgen/texgen/differentiable_renderer/mesh_processor.cpp",
+              "hy3dgen.texgen.differentiable_renderer.mesh_processor",
+              dest="package:hy3dgen.texgen.differentiable_renderer"),
+)
+MODULES2 = ("hy3dgen.shapegen", "hy3dgen.rembg", "hy3dgen.texgen", "hy3dgen.texgen.differentiable_renderer.mesh_processor",
+            "custom_rasterizer", "custom_rasterizer_kernel")
+
 ENGINES = {
     "hunyuan3d-2.1": EngineSpec(
         name="hunyuan3d-2.1",
@@ -143,19 +155,11 @@ ENGINES = {
         name="hunyuan3d-2",
         packages=COMMON + BUILD_TOOLS + HY3DGEN,
         no_deps=("hy3dgen==2.0.2",),
-        source=Source("Tencent-Hunyuan/Hunyuan3D-2", HUNYUAN2_COMMIT, "hy3dgen/texgen/differentiable_renderer/mesh_processor.cpp"),
-        extensions=(
-            RASTERIZER2,
-            # hy3dgen imports `.mesh_processor`: a compiled module beside its pure-Python mesh_processor.py wins.
-            Extension("mesh_processor", "pybind", "hy3dgen/texgen/differentiable_renderer/mesh_processor.cpp",
-                      "hy3dgen.texgen.differentiable_renderer.mesh_processor",
-                      dest="package:hy3dgen.texgen.differentiable_renderer"),
-        ),
+        source=SOURCE2,
+        extensions=EXTENSIONS2,
         weights=hub_weights("hunyuan3d-2"),
         onnxruntime=True,
-        modules=("hy3dgen.shapegen", "hy3dgen.rembg", "hy3dgen.texgen",
-                 "hy3dgen.texgen.differentiable_renderer.mesh_processor", "custom_rasterizer",
-                 "custom_rasterizer_kernel"),
+        modules=MODULES2,
     ),
     "hunyuan3d-2mini": EngineSpec(
         name="hunyuan3d-2mini",
@@ -164,6 +168,17 @@ ENGINES = {
         weights=hub_weights("hunyuan3d-2mini"),
         onnxruntime=True,
         modules=("hy3dgen.shapegen", "hy3dgen.rembg"),
+    ),
+    # The multi-view pipeline (MVImageProcessorV2, DinoImageEncoderMV) is in the pinned hy3dgen 2.0.2 wheel.
+    "hunyuan3d-2mv": EngineSpec(
+        name="hunyuan3d-2mv",
+        packages=COMMON + BUILD_TOOLS + HY3DGEN,
+        no_deps=("hy3dgen==2.0.2",),
+        source=SOURCE2,
+        extensions=EXTENSIONS2,
+        weights=hub_weights("hunyuan3d-2mv"),
+        onnxruntime=True,
+        modules=MODULES2,
     ),
 }
 
