@@ -68,112 +68,224 @@ def _border_mask(shape):
     return border
 
 
-def _background_model(lab, border):
-    """Fit each Lab channel of the border as a quadratic in (x, y): plain studio backgrounds have a
-    gradient or vignette, so a smooth model separates them from the object far better than one colour.
-    Returns (per-pixel residual to the model, robust noise level, share of border pixels explained)."""
-    h, w = lab.shape[:2]
+class CutOut:
+    """A weight-free cut-out: `alpha` (uint8, the input's size), `confidence` in 0..1, `unsure` (the
+    confidence is below UNSURE_BELOW) and `reasons`, plain words for each doubt."""
+
+    def __init__(self, alpha, confidence, reasons):
+        self.alpha, self.confidence, self.reasons = alpha, float(confidence), list(reasons)
+        self.unsure = self.confidence < UNSURE_BELOW
+
+    def record(self):
+        """The meta.json `foreground` entry."""
+        return {"method": "builtin", "confidence": round(self.confidence, 3), "unsure": self.unsure,
+                "reasons": self.reasons}
+
+
+UNSURE_BELOW = 0.5
+PASSES = 3
+THRESHOLD_FLOOR = 8.0    # Lab units: JPEG ringing and a backdrop's texture stay below it; object outlines
+                         # fainter than that are found by their edges, not their colour
+EDGE_FLOOR = 20.0
+
+
+def _lab(rgb):
+    """CIE Lab (L 0..100) of an image, smoothed so that JPEG's 8x8 block steps and its half-resolution
+    chroma (4:2:0) do not read as structure: lightness by a 1 px Gaussian, chroma by 2 px."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.GaussianBlur(lab[..., 0], (0, 0), 1.0)
+    lab[..., 1:] = cv2.GaussianBlur(lab[..., 1:], (0, 0), 2.0)
+    return lab
+
+
+def _quadratic_basis(h, w):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     xx, yy = xx / w - 0.5, yy / h - 0.5
-    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], axis=-1)
+    return np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], axis=-1)
+
+
+def _border_fit(lab, border):
+    """Fit each Lab channel of the border as a quadratic in (x, y) (studio sweeps have a gradient or a
+    vignette). Returns (the surface over the whole image, share of border pixels it explains, their
+    robust residual scale)."""
+    basis = _quadratic_basis(*lab.shape[:2])
     a, b = basis[border], lab[border]
-    # Start from the median colour: a least-squares start would let the quadratic bend toward an
-    # object that crosses one side of the frame and then call the whole border noisy.
+    # Start from the median colour: a least-squares start would bend toward an object crossing one
+    # side of the frame and call the whole border noisy.
     err = np.linalg.norm(b - np.median(b, axis=0), axis=1)
-    keep = err < max(3.0 * (1.4826 * np.median(err) + 1e-3), 2.0)
+    keep = err < max(3.0 * (1.4826 * np.median(err) + 1e-3), 1.0)
     if keep.mean() < 0.5:
         keep = np.ones(len(a), bool)
     for _ in range(3):  # refit without the border pixels the object or clutter covers
         coef, *_ = np.linalg.lstsq(a[keep], b[keep], rcond=None)
         err = np.linalg.norm(b - a @ coef, axis=1)
         scale = 1.4826 * np.median(err[keep]) + 1e-3
-        keep = err < max(3.0 * scale, 2.0)
-    residual = np.linalg.norm(lab - basis @ coef, axis=-1)
-    return residual, float(scale), float(keep.mean())
+        keep = err < max(3.0 * scale, 1.0)
+    return basis @ coef, float(keep.mean()), float(scale)
 
 
-def grabcut_alpha(rgb, seed, check=None, iterations=5):
-    """Weight-free background removal: a border background model seeding GrabCut. Returns alpha uint8."""
-    h, w = rgb.shape[:2]
-    scale = WORK_SIDE / max(h, w)
-    small = cv2.resize(rgb, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA) \
-        if scale < 1 else rgb.copy()
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    border = _border_mask(lab.shape[:2])
-    residual, noise, explained = _background_model(lab, border)
-    cv2.setRNGSeed(int(seed) % (2 ** 31))
-    interior = None
-    if explained > 0.8 and noise < 4.0:
-        mask, interior = _plain_background_seeds(lab, residual, noise, border)
-    else:
-        mask = _cluttered_seeds(lab.shape[:2], border)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
-        if check is not None:
-            check()
-        cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
-    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
-    if interior is not None:
-        fg |= interior  # GrabCut only settles the outline; inside it, trust the edge-bounded flood fill
-    fg = clean_mask(fg)
-    # GrabCut's mask is hard-edged; a one-pixel feather gives the outline the sub-pixel position an
-    # anti-aliased edge has, so shapes traced from it come out smooth instead of stair-stepped.
-    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)
-    if scale < 1:
-        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)
+def _local_surface(lab, background, fallback, sigma):
+    """The background's colour everywhere, interpolated from the pixels known to be background by a
+    normalised Gaussian (a defocused photo or an uneven wall is smooth but no quadratic); far from any
+    known background (inside a large object) it falls back to the border's quadratic."""
+    weight = background.astype(np.float32)
+    blurred_w = cv2.GaussianBlur(weight, (0, 0), sigma)
+    blurred = cv2.GaussianBlur(lab * weight[..., None], (0, 0), sigma)
+    eps = 1e-2
+    return (blurred + eps * fallback) / (blurred_w[..., None] + eps)
 
 
-def _plain_background_seeds(lab, residual, noise, border):
-    """GrabCut seeds for a plain background, plus the object's interior.
+def _edges(lab, border):
+    """Canny edges of lightness and of chroma. The thresholds sit above the backdrop's own gradients
+    (measured on the border: a defocused photo's are weak, an object's outline is sharp) and above
+    JPEG's ringing (EDGE_FLOOR, in Sobel units of the 0..255 lightness: about a 5-level step)."""
+    edges = np.zeros(lab.shape[:2], np.uint8)
+    for channel, gain in ((lab[..., 0] * 2.55, 1.0), (np.linalg.norm(lab[..., 1:], axis=-1) * 2.0, 1.5)):
+        image = np.clip(channel, 0, 255).astype(np.uint8)
+        magnitude = np.hypot(cv2.Sobel(image, cv2.CV_32F, 1, 0), cv2.Sobel(image, cv2.CV_32F, 0, 1))
+        low = gain * max(EDGE_FLOOR, 2.0 * float(np.percentile(magnitude[border], 90)))
+        edges |= cv2.Canny(image, low, 2.5 * low, L2gradient=True)
+    return cv2.dilate(edges, np.ones((3, 3), np.uint8)) > 0
 
-    Pixels that match the background model and connect to the border without crossing an edge are
-    surely background; enclosed background-like regions count as holes only when edges ring them
-    (a mug handle's hole), not when they are merely object parts coloured like the background (the
-    shaded bands of a white mug). Returns (seeds, interior) where interior is surely object."""
-    threshold = max(3.0, 6.0 * noise)
-    lightness = cv2.GaussianBlur(lab[..., 0], (0, 0), 1.0)
-    low = max(4.0, 4.0 * noise)
-    edges = cv2.Canny(np.clip(lightness, 0, 255).astype(np.uint8), low, 2.5 * low, L2gradient=True)
-    edges = cv2.dilate(edges, np.ones((3, 3), np.uint8)) > 0
-    # Close small gaps in the object's outline (a white mug's rim fades into a white backdrop for a
-    # few pixels) so the flood fill from the border cannot leak inside.
-    gap = max(3, int(round(0.025 * max(residual.shape)))) | 1
+
+def _flood(residual, threshold, edges, border, gap):
+    """Background reachable from the border through backdrop-coloured pixels without crossing an edge
+    (outline gaps narrower than `gap` closed). Returns (outside, labels, count, border_labels, near)."""
     barrier = cv2.morphologyEx((edges | (residual >= threshold)).astype(np.uint8), cv2.MORPH_CLOSE,
                                cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap))) > 0
     near = (residual < threshold) & ~edges
     count, labels = cv2.connectedComponents((near & ~barrier).astype(np.uint8), connectivity=4)
     border_labels = np.unique(labels[border & near & ~barrier])
-    outside = np.isin(labels, border_labels[border_labels > 0])
+    border_labels = border_labels[border_labels > 0]
+    return np.isin(labels, border_labels), labels, count, border_labels, near
+
+
+def cut_out(rgb, seed, check=None, iterations=4):
+    """Weight-free background removal. Returns a CutOut.
+
+    A smooth model of the backdrop, learnt from the image border and refined from the background it
+    finds, gives each pixel its colour distance to the backdrop; the backdrop is what the border
+    reaches through backdrop-coloured pixels without crossing an edge. GrabCut settles the outline
+    from those seeds; holes ringed by the object's outline (a torus's, a mug handle's) stay open;
+    object parts coloured like the backdrop that the fill reached through a gap in a faint outline
+    go back to the object. Works at WORK_SIDE px."""
+    h, w = rgb.shape[:2]
+    scale = WORK_SIDE / max(h, w)
+    small = cv2.resize(rgb, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else np.ascontiguousarray(rgb)
+    lab = _lab(small)
+    side = max(lab.shape[:2])
+    border = _border_mask(lab.shape[:2])
+    gap = max(3, int(round(0.025 * side))) | 1
+    surface, explained, noise = _border_fit(lab, border)
+    residual = np.linalg.norm(lab - surface, axis=-1)
+    # Each pass models the backdrop locally from the background the previous one found, so the flood
+    # follows backdrops no quadratic fits (a defocused photo, a vignetted gradient) a step further.
+    for _ in range(PASSES):
+        threshold = max(THRESHOLD_FLOOR, 5.0 * noise)
+        edges = _edges(lab, border)
+        outside, labels, count, border_labels, near = _flood(residual, threshold, edges, border, gap)
+        if outside.all() or not (residual > threshold).any() or not outside.any():
+            break
+        # background surely clear of the object (its JPEG ringing included) teaches the local surface
+        clear = cv2.erode(outside.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        if clear.sum() < 0.05 * clear.size:
+            break
+        surface = _local_surface(lab, clear, surface, sigma=side / 24.0)
+        residual = np.linalg.norm(lab - surface, axis=-1)
+        noise = float(1.4826 * np.median(residual[clear]) + 1e-3)
     if outside.all() or not (residual > threshold).any():
         raise empty_foreground("the image looks like plain background")
     outside &= ~_leaked(outside, edges, border, gap)
-    holes = np.zeros_like(outside)
-    ring = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    holes = _holes(labels, count, border_labels, residual, threshold, edges, gap)
+    background = outside | holes
+    cv2.setRNGSeed(int(seed) % (2 ** 31))
+    seeds = np.full(residual.shape, cv2.GC_PR_FGD, np.uint8)
+    seeds[background] = cv2.GC_PR_BGD
+    # Only background a few pixels clear of the candidate object is certain (JPEG ringing and the
+    # anti-aliased edge lie within them); the rest GrabCut settles.
+    margin = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    seeds[cv2.erode(outside.astype(np.uint8), margin) > 0] = cv2.GC_BGD
+    # JPEG ringing and backdrop texture next to the outline also stop the flood, so only the candidate
+    # object's core, `gap` inside its outline, is trusted as object whatever GrabCut says
+    interior = cv2.erode((~background).astype(np.uint8), margin) > 0
+    seeds[interior & (residual > 3 * threshold)] = cv2.GC_FGD
+    # The border is background only where it looks like the backdrop: an object cut off by the frame
+    # keeps its pixels there.
+    seeds[border & (residual < threshold)] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
+        if check is not None:
+            check()
+        cv2.grabCut(bgr, seeds, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
+    fg = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
+    # GrabCut settles the outline; deep inside it the edge-bounded fill is trusted (object parts as
+    # white as a white backdrop are colour-wise background to GrabCut).
+    fg |= interior
+    fg &= ~holes | (seeds == cv2.GC_FGD)
+    fg = clean_mask(fg)
+    confidence, reasons = _confidence(fg, residual, threshold, edges, explained, noise, border)
+    # GrabCut's mask is hard-edged; a one-pixel feather gives the outline the sub-pixel position an
+    # anti-aliased edge has, so shapes traced from it come out smooth instead of stair-stepped.
+    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)
+    if scale < 1:
+        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+    return CutOut(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8), confidence, reasons)
+
+
+def grabcut_alpha(rgb, seed, check=None, iterations=4):
+    """The weight-free cut-out's alpha (uint8)."""
+    return cut_out(rgb, seed, check, iterations).alpha
+
+
+def _holes(labels, count, border_labels, residual, threshold, edges, gap):
+    """Enclosed backdrop-coloured regions ringed by edges: holes through the object (a mug handle's),
+    as opposed to object parts merely coloured like the backdrop (the shaded bands of a white mug)."""
+    holes = np.zeros(labels.shape, bool)
+    # the flood's barrier is the edges closed over `gap`, so a hole's rim lies within gap/2 of an edge
+    ring = cv2.dilate(edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap + 2, gap + 2))) > 0
+    known = set(border_labels.tolist())
     for index in range(1, count):
-        if index in border_labels:
+        if index in known:
             continue
         region = labels == index
         rim = (cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~region
-        if rim.any() and (ring[rim]).mean() > 0.9 and residual[region].mean() < threshold / 2:
+        if rim.any() and ring[rim].mean() > 0.9 and residual[region].mean() < threshold / 2:
             holes |= region
-    background = outside | holes
-    kernel = np.ones((5, 5), np.uint8)
-    seeds = np.full(residual.shape, cv2.GC_PR_FGD, np.uint8)
-    seeds[near] = cv2.GC_PR_BGD
-    # Only background far from the object is certain: a leak of the flood fill into a part of the object
-    # coloured like the backdrop then stays "probable", for GrabCut to settle.
-    far = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * gap + 1, 4 * gap + 1))
-    seeds[cv2.erode(outside.astype(np.uint8), far) > 0] = cv2.GC_BGD
-    seeds[holes] = cv2.GC_PR_BGD
-    interior = cv2.erode((~background).astype(np.uint8), kernel) > 0
-    seeds[interior & (residual > 3 * threshold)] = cv2.GC_FGD
-    # The border is background only where it looks like the backdrop: an object cut off by the frame
-    # keeps its pixels there (forcing them to background taught GrabCut the object's colour as
-    # background, and the whole object vanished).
-    seeds[border & (residual < threshold)] = cv2.GC_BGD
-    return seeds, interior
+    return holes
+
+
+def _confidence(fg, residual, threshold, edges, explained, noise, border):
+    """How far to trust the cut-out, 0..1, with the reasons for doubt in plain words.
+
+    Doubt comes from a backdrop the border model cannot explain (a cluttered photo), an outline that
+    does not stand out from the backdrop over much of its length, a mask that runs into the frame or
+    fills most of it (the whole picture taken as the object)."""
+    reasons, score = [], 1.0
+    if explained < 0.75 or noise > 6.0:
+        score = min(score, 0.3 if explained < 0.5 else 0.45)
+        reasons.append("the background is busy (not a plain backdrop): the cut-out may include parts of it")
+    share = fg.mean()
+    if share > 0.6:
+        score = min(score, 0.3)
+        reasons.append("the object fills %.0f%% of the picture: the background may have been kept as the object"
+                       % (100 * share))
+    touching = fg[border].mean() if border.any() else 0.0
+    if touching > 0.15:
+        score = min(score, 0.4)
+        reasons.append("the object runs into the frame on %.0f%% of the border" % (100 * touching))
+    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & \
+        ~(cv2.erode(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    if contour.any():
+        # an outline pixel stands out if the object side next to it differs from the backdrop or an
+        # edge runs there
+        visible = (cv2.dilate((residual >= threshold).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) | edges
+        faint = 1.0 - visible[contour].mean()
+        if faint > 0.15:
+            score = min(score, max(0.1, 0.7 - 2.0 * faint))
+            reasons.append("%.0f%% of the outline barely differs from the background" % (100 * faint))
+    return score, reasons
 
 
 LEAK_MAX_EDGE_SHARE = 0.5   # a region cut off from the backdrop by a narrow neck, touching the object
@@ -209,15 +321,6 @@ def _leaked(outside, edges, border, gap):
         if contact.any() and edges[contact].mean() < LEAK_MAX_EDGE_SHARE:
             leaked |= region
     return leaked
-
-
-def _cluttered_seeds(shape, border):
-    """A busy photo: the usual GrabCut framing, the border as background and the middle as probable object."""
-    mask = np.full(shape, cv2.GC_PR_BGD, np.uint8)
-    h, w = shape
-    mask[int(h * 0.1):int(h * 0.9), int(w * 0.1):int(w * 0.9)] = cv2.GC_PR_FGD
-    mask[border] = cv2.GC_BGD
-    return mask
 
 
 def clean_mask(fg, keep_ratio=0.1, hole_ratio=0.002):
