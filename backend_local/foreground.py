@@ -84,9 +84,10 @@ class CutOut:
 
 UNSURE_BELOW = 0.5
 PASSES = 3
-THRESHOLD_FLOOR = 8.0    # Lab units: JPEG ringing and a backdrop's texture stay below it; object outlines
-                         # fainter than that are found by their edges, not their colour
+THRESHOLD_FLOOR = 3.0    # Lab units: a white mug's shading differs from a white backdrop by a few units
 EDGE_FLOOR = 20.0
+BUSY_NOISE = 10.0        # Lab units of backdrop texture left by the local model: above it the backdrop is
+                         # a sharp, cluttered scene rather than a sweep, a wall or a defocused room
 
 
 def _lab(rgb):
@@ -191,15 +192,78 @@ def cut_out(rgb, seed, check=None, iterations=4):
         clear = cv2.erode(outside.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
         if clear.sum() < 0.05 * clear.size:
             break
+        if np.percentile(residual[clear], 95) < threshold / 2:
+            break  # the model already fits all the backdrop reached; refitting would learn a leak's colour
         surface = _local_surface(lab, clear, surface, sigma=side / 24.0)
         residual = np.linalg.norm(lab - surface, axis=-1)
         noise = float(1.4826 * np.median(residual[clear]) + 1e-3)
+    busy = noise > BUSY_NOISE
     if outside.all() or not (residual > threshold).any():
-        raise empty_foreground("the image looks like plain background")
-    outside &= ~_leaked(outside, edges, border, gap)
+        if not busy:
+            raise empty_foreground("the image looks like plain background")
+        # a cluttered photo the backdrop model cannot separate: GrabCut alone, from the usual framing
+        seeds, interior, holes = _cluttered_seeds(lab.shape[:2], border), None, None
+    else:
+        seeds, interior, holes = _plain_seeds(outside, labels, count, border_labels, residual, threshold,
+                                              edges, border, gap)
+    cv2.setRNGSeed(int(seed) % (2 ** 31))
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
+        if check is not None:
+            check()
+        cv2.grabCut(bgr, seeds, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
+    fg = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
+    if interior is not None:
+        # GrabCut settles the outline; deep inside it the edge-bounded fill is trusted (object parts as
+        # white as a white backdrop are colour-wise background to GrabCut).
+        fg |= interior
+        fg &= ~holes | (seeds == cv2.GC_FGD)
+    fg = clean_mask(fg)
+    outside_border = border & ~fg
+    explained = float((residual[outside_border] < threshold).mean()) if outside_border.any() else 0.0
+    confidence, reasons = _confidence(fg, residual, threshold, edges, explained, busy, border)
+    if os.environ.get("GEN3D_FG_DEBUG"):
+        print("fg-debug explained %.3f noise %.3f threshold %.2f share %.3f conf %.2f %s"
+              % (explained, noise, threshold, fg.mean(), confidence, reasons))
+    alpha = _edge_alpha(small, fg)
+    if scale < 1:
+        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+    return CutOut(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8), confidence, reasons)
+
+
+def _edge_alpha(rgb, fg, band=2, sigma=3.0, min_contrast=24.0):
+    """Soft alpha along the outline: each pixel within `band` px of it is unmixed as a blend of the
+    object's and the backdrop's colours next to it (alpha = the projection of pixel - backdrop onto
+    object - backdrop). GrabCut's hard mask takes anti-aliased edge pixels whole, which puts the
+    outline about half a pixel to a pixel outside the object all round; where the two colours are
+    too alike to unmix (a white mug on white), a one-pixel feather of the mask is used instead."""
+    image = rgb.astype(np.float32)
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    inner = cv2.erode(fg.astype(np.uint8), kernel).astype(np.float32)
+    outer = (cv2.dilate(fg.astype(np.uint8), kernel) == 0).astype(np.float32)
+
+    def local_mean(weight):
+        return cv2.GaussianBlur(image * weight[..., None], (0, 0), sigma) / \
+            (cv2.GaussianBlur(weight, (0, 0), sigma)[..., None] + 1e-4)
+
+    obj, back = local_mean(inner), local_mean(outer)
+    span = obj - back
+    power = (span * span).sum(-1)
+    unmixed = np.clip(((image - back) * span).sum(-1) / np.maximum(power, 1e-3), 0, 1)
+    # a hard mask feathered by one pixel gives the outline a sub-pixel position where unmixing cannot
+    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)
+    edge = (inner == 0) & (outer == 0) & (power > min_contrast ** 2)
+    alpha[edge] = unmixed[edge]
+    return alpha
+
+
+def _plain_seeds(outside, labels, count, border_labels, residual, threshold, edges, border, gap):
+    """GrabCut seeds from the flood fill, with the object's trusted interior and the holes through it.
+    Returns (seeds, interior, holes)."""
+    outside = outside & ~_leaked(outside, edges, border, gap)
     holes = _holes(labels, count, border_labels, residual, threshold, edges, gap)
     background = outside | holes
-    cv2.setRNGSeed(int(seed) % (2 ** 31))
     seeds = np.full(residual.shape, cv2.GC_PR_FGD, np.uint8)
     seeds[background] = cv2.GC_PR_BGD
     # Only background a few pixels clear of the candidate object is certain (JPEG ringing and the
@@ -213,25 +277,7 @@ def cut_out(rgb, seed, check=None, iterations=4):
     # The border is background only where it looks like the backdrop: an object cut off by the frame
     # keeps its pixels there.
     seeds[border & (residual < threshold)] = cv2.GC_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
-        if check is not None:
-            check()
-        cv2.grabCut(bgr, seeds, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
-    fg = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
-    # GrabCut settles the outline; deep inside it the edge-bounded fill is trusted (object parts as
-    # white as a white backdrop are colour-wise background to GrabCut).
-    fg |= interior
-    fg &= ~holes | (seeds == cv2.GC_FGD)
-    fg = clean_mask(fg)
-    confidence, reasons = _confidence(fg, residual, threshold, edges, explained, noise, border)
-    # GrabCut's mask is hard-edged; a one-pixel feather gives the outline the sub-pixel position an
-    # anti-aliased edge has, so shapes traced from it come out smooth instead of stair-stepped.
-    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)
-    if scale < 1:
-        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-    return CutOut(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8), confidence, reasons)
+    return seeds, interior, holes
 
 
 def grabcut_alpha(rgb, seed, check=None, iterations=4):
@@ -256,16 +302,17 @@ def _holes(labels, count, border_labels, residual, threshold, edges, gap):
     return holes
 
 
-def _confidence(fg, residual, threshold, edges, explained, noise, border):
+def _confidence(fg, residual, threshold, edges, explained, busy, border):
     """How far to trust the cut-out, 0..1, with the reasons for doubt in plain words.
 
-    Doubt comes from a backdrop the border model cannot explain (a cluttered photo), an outline that
-    does not stand out from the backdrop over much of its length, a mask that runs into the frame or
-    fills most of it (the whole picture taken as the object)."""
+    Doubt comes from a backdrop that no smooth model explains (a cluttered, sharp photo), an outline
+    that does not stand out from the backdrop over much of its length (a white object on white), a
+    mask that runs into the frame or fills most of it (the whole picture taken as the object)."""
     reasons, score = [], 1.0
-    if explained < 0.75 or noise > 6.0:
-        score = min(score, 0.3 if explained < 0.5 else 0.45)
-        reasons.append("the background is busy (not a plain backdrop): the cut-out may include parts of it")
+    if busy or explained < 0.7:
+        score = min(score, 0.3)
+        reasons.append("the background is busy, not a plain backdrop: the cut-out may hold parts of it "
+                       "or miss parts of the object")
     share = fg.mean()
     if share > 0.6:
         score = min(score, 0.3)
@@ -321,6 +368,15 @@ def _leaked(outside, edges, border, gap):
         if contact.any() and edges[contact].mean() < LEAK_MAX_EDGE_SHARE:
             leaked |= region
     return leaked
+
+
+def _cluttered_seeds(shape, border):
+    """A busy photo: the usual GrabCut framing, the border as background and the middle as probable object."""
+    mask = np.full(shape, cv2.GC_PR_BGD, np.uint8)
+    h, w = shape
+    mask[int(h * 0.1):int(h * 0.9), int(w * 0.1):int(w * 0.9)] = cv2.GC_PR_FGD
+    mask[border] = cv2.GC_BGD
+    return mask
 
 
 def clean_mask(fg, keep_ratio=0.1, hole_ratio=0.002):
