@@ -27,21 +27,43 @@ def empty_foreground(why):
 
 
 def foreground_rgba(array, has_alpha, remove_background, seed, check=None, cut_out=None):
-    """RGBA uint8 with the object's alpha, at the input's size. `check` is called between iterations
-    (it raises to cancel). `cut_out(rgb) -> alpha or None` is an engine's own background remover,
-    tried first (the Hunyuan engines use their library's)."""
+    """RGBA uint8 with the object's alpha, at the input's size (see foreground_with_record)."""
+    return foreground_with_record(array, has_alpha, remove_background, seed, check, cut_out)[0]
+
+
+def foreground_with_record(array, has_alpha, remove_background, seed, check=None, cut_out=None):
+    """(RGBA uint8 with the object's alpha at the input's size, record) where record is meta.json's
+    `foreground` entry: {"method": alpha|none|engine|rembg|builtin, "confidence": 0..1 or None,
+    "unsure": bool, "reasons": [plain words]}. `check` is called between iterations (it raises to
+    cancel). `cut_out(rgb) -> alpha or None` is an engine's own background remover, tried first (the
+    Hunyuan engines use their library's)."""
     if has_alpha:
-        return array
+        return array, _record("alpha")
     rgb = array[..., :3]
     if not remove_background:
-        alpha = np.full(rgb.shape[:2], 255, np.uint8)
-    else:
-        alpha = cut_out(rgb) if cut_out is not None else None
-        if alpha is None:
-            alpha = _rembg_alpha(rgb)
-        if alpha is None:
-            alpha = grabcut_alpha(rgb, seed, check)
-    return np.dstack([rgb, alpha])
+        return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), _record("none")
+    alpha = cut_out(rgb) if cut_out is not None else None
+    if alpha is not None:
+        return np.dstack([rgb, alpha]), _record("engine")
+    alpha = _rembg_alpha(rgb)
+    if alpha is not None:
+        return np.dstack([rgb, alpha]), _record("rembg")
+    result = builtin_cut_out(rgb, seed, check)
+    return np.dstack([rgb, result.alpha]), result.record()
+
+
+def _record(method):
+    """Methods that do not measure their own confidence (a real alpha needs none)."""
+    return {"method": method, "confidence": None, "unsure": False, "reasons": []}
+
+
+def unsure_warning(record, what="the image"):
+    """The plain-words warning for an unsure cut-out (meta.json `warnings`, CLI, add-on), or None."""
+    if not record or not record.get("unsure"):
+        return None
+    return ("The background removal of %s is unsure (%s). Check input.png in the result: an image with a "
+            "transparent background, or the object on a plain backdrop, gives a clean cut-out."
+            % (what, "; ".join(record.get("reasons") or ["low confidence"])))
 
 
 def _rembg_alpha(rgb):
@@ -78,7 +100,7 @@ class CutOut:
 
     def record(self):
         """The meta.json `foreground` entry."""
-        return {"method": "builtin", "confidence": round(self.confidence, 3), "unsure": self.unsure,
+        return {"method": "builtin", "confidence": round(self.confidence, 3), "unsure": bool(self.unsure),
                 "reasons": self.reasons}
 
 
@@ -139,13 +161,16 @@ def _local_surface(lab, background, fallback, sigma):
 def _edges(lab, border):
     """Canny edges of lightness and of chroma. The thresholds sit above the backdrop's own gradients
     (measured on the border: a defocused photo's are weak, an object's outline is sharp) and above
-    JPEG's ringing (EDGE_FLOOR, in Sobel units of the 0..255 lightness: about a 5-level step)."""
+    JPEG's ringing (EDGE_FLOOR, in Sobel units of the 0..255 lightness: about a 5-level step, for
+    the strong threshold)."""
     edges = np.zeros(lab.shape[:2], np.uint8)
     for channel, gain in ((lab[..., 0] * 2.55, 1.0), (np.linalg.norm(lab[..., 1:], axis=-1) * 2.0, 1.5)):
         image = np.clip(channel, 0, 255).astype(np.uint8)
         magnitude = np.hypot(cv2.Sobel(image, cv2.CV_32F, 1, 0), cv2.Sobel(image, cv2.CV_32F, 0, 1))
-        low = gain * max(EDGE_FLOOR, 2.0 * float(np.percentile(magnitude[border], 90)))
-        edges |= cv2.Canny(image, low, 2.5 * low, L2gradient=True)
+        high = gain * max(EDGE_FLOOR, 2.0 * float(np.percentile(magnitude[border], 90)))
+        # hysteresis: an outline seeded where it is clear is followed where it fades (a white bowl's
+        # back rim on white); JPEG ringing it picks up lies next to the outline, where GrabCut decides
+        edges |= cv2.Canny(image, 0.4 * high, high, L2gradient=True)
     return cv2.dilate(edges, np.ones((3, 3), np.uint8)) > 0
 
 
@@ -161,7 +186,7 @@ def _flood(residual, threshold, edges, border, gap):
     return np.isin(labels, border_labels), labels, count, border_labels, near
 
 
-def cut_out(rgb, seed, check=None, iterations=4):
+def builtin_cut_out(rgb, seed, check=None, iterations=4):
     """Weight-free background removal. Returns a CutOut.
 
     A smooth model of the backdrop, learnt from the image border and refined from the background it
@@ -282,7 +307,7 @@ def _plain_seeds(outside, labels, count, border_labels, residual, threshold, edg
 
 def grabcut_alpha(rgb, seed, check=None, iterations=4):
     """The weight-free cut-out's alpha (uint8)."""
-    return cut_out(rgb, seed, check, iterations).alpha
+    return builtin_cut_out(rgb, seed, check, iterations).alpha
 
 
 def _holes(labels, count, border_labels, residual, threshold, edges, gap):

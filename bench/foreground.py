@@ -142,8 +142,8 @@ def load_baseline():
 
 def cut(module, rgb, seed=1234):
     """(alpha uint8, unsure flag or None) from a module's weight-free cut-out; rembg is not used."""
-    if hasattr(module, "cut_out"):
-        result = module.cut_out(rgb, seed)
+    if hasattr(module, "builtin_cut_out"):
+        result = module.builtin_cut_out(rgb, seed)
         return result.alpha, result.unsure
     return module.grabcut_alpha(rgb, seed), None
 
