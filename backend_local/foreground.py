@@ -108,6 +108,7 @@ UNSURE_BELOW = 0.5
 PASSES = 3
 THRESHOLD_FLOOR = 3.0    # Lab units: a white mug's shading differs from a white backdrop by a few units
 EDGE_FLOOR = 20.0
+GRABCUT_FULL_PIXELS = 60000   # undecided pixels above which GrabCut runs at half resolution
 BUSY_NOISE = 10.0        # Lab units of backdrop texture left by the local model: above it the backdrop is
                          # a sharp, cluttered scene rather than a sweep, a wall or a defocused room
 
@@ -231,20 +232,15 @@ def builtin_cut_out(rgb, seed, check=None, iterations=4):
     else:
         seeds, interior, holes = _plain_seeds(outside, labels, count, border_labels, residual, threshold,
                                               edges, border, gap)
-    cv2.setRNGSeed(int(seed) % (2 ** 31))
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
-        if check is not None:
-            check()
-        cv2.grabCut(bgr, seeds, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
-    fg = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
-    if interior is not None:
-        # GrabCut settles the outline; deep inside it the edge-bounded fill is trusted (object parts as
-        # white as a white backdrop are colour-wise background to GrabCut).
-        fg |= interior
-        fg &= ~holes | (seeds == cv2.GC_FGD)
-    fg = clean_mask(fg)
+    fg = _grabcut(bgr, seeds, interior, holes, seed, iterations, check)
+    if busy and interior is not None:
+        # On a busy backdrop the flood can run through the object or stop at the scene's own shapes;
+        # GrabCut from the usual framing is the other guess. The one whose outline runs along sharp
+        # edges wins: an object's outline is sharp, a defocused scene's shapes are not.
+        framed = _grabcut(bgr, _cluttered_seeds(lab.shape[:2], border), None, None, seed, iterations, check)
+        if _edge_support(framed, edges) > _edge_support(fg, edges):
+            fg = framed
     outside_border = border & ~fg
     explained = float((residual[outside_border] < threshold).mean()) if outside_border.any() else 0.0
     confidence, reasons = _confidence(fg, residual, threshold, edges, explained, busy, border)
@@ -283,6 +279,53 @@ def _edge_alpha(rgb, fg, band=2, sigma=3.0, min_contrast=24.0):
     return alpha
 
 
+def _grabcut(bgr, seeds, interior, holes, seed, iterations, check):
+    """GrabCut from `seeds`, then the trusted interior and holes of the flood; the cleaned mask."""
+    cv2.setRNGSeed(int(seed) % (2 ** 31))
+    seeds = seeds.copy()
+    # Only the box around the undecided pixels (plus a ring of sure background for the colour model)
+    # goes through GrabCut: its cost grows with the pixels it is given, most of them settled already.
+    rows, cols = np.nonzero(seeds != cv2.GC_BGD)
+    if len(rows) == 0:
+        return np.zeros(seeds.shape, bool)
+    pad = 16
+    window = (slice(max(0, rows.min() - pad), rows.max() + pad + 1), slice(max(0, cols.min() - pad), cols.max() + pad + 1))
+    box = np.ascontiguousarray(seeds[window])
+    if (box == cv2.GC_BGD).any() and (box != cv2.GC_BGD).any():
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        image = np.ascontiguousarray(bgr[window])
+        full = box.shape
+        # a large undecided area (a busy photo: GrabCut's graph cut takes seconds there) is settled at
+        # half resolution; the outline is placed to the pixel afterwards by _edge_alpha
+        half = (box != cv2.GC_BGD).sum() > GRABCUT_FULL_PIXELS
+        if half:
+            size = (max(8, full[1] // 2), max(8, full[0] // 2))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            box = cv2.resize(box, size, interpolation=cv2.INTER_NEAREST)
+        for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
+            if check is not None:
+                check()
+            cv2.grabCut(image, box, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
+        if half:
+            box = cv2.resize(box, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
+            # seeds that were certain stay so at full resolution
+            box = np.where(np.isin(seeds[window], (cv2.GC_BGD, cv2.GC_FGD)), seeds[window], box)
+        seeds[window] = box
+    fg = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
+    if interior is not None:
+        # GrabCut settles the outline; deep inside it the edge-bounded fill is trusted (object parts as
+        # white as a white backdrop are colour-wise background to GrabCut).
+        fg |= interior
+        fg &= ~holes | (seeds == cv2.GC_FGD)
+    return clean_mask(fg)
+
+
+def _edge_support(fg, edges):
+    """Share of the mask's outline that lies on an edge."""
+    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
+    return float(edges[contour].mean()) if contour.any() else 0.0
+
+
 def _plain_seeds(outside, labels, count, border_labels, residual, threshold, edges, border, gap):
     """GrabCut seeds from the flood fill, with the object's trusted interior and the holes through it.
     Returns (seeds, interior, holes)."""
@@ -317,14 +360,27 @@ def _holes(labels, count, border_labels, residual, threshold, edges, gap):
     # the flood's barrier is the edges closed over `gap`, so a hole's rim lies within gap/2 of an edge
     ring = cv2.dilate(edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap + 2, gap + 2))) > 0
     known = set(border_labels.tolist())
+    area = np.bincount(labels.ravel(), minlength=count)
+    mean_residual = np.bincount(labels.ravel(), residual.ravel(), minlength=count) / np.maximum(area, 1)
+    found = ndimage_objects(labels, count)
     for index in range(1, count):
-        if index in known:
+        # pinholes are filled by clean_mask anyway; a busy photo has thousands of them
+        if index in known or area[index] < 16 or mean_residual[index] >= threshold / 2:
             continue
-        region = labels == index
+        ys, xs = found[index - 1]
+        window = (slice(max(0, ys.start - 1), ys.stop + 1), slice(max(0, xs.start - 1), xs.stop + 1))
+        region = labels[window] == index
         rim = (cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~region
-        if rim.any() and ring[rim].mean() > 0.9 and residual[region].mean() < threshold / 2:
-            holes |= region
+        if rim.any() and ring[window][rim].mean() > 0.9:
+            holes[window] |= region
     return holes
+
+
+def ndimage_objects(labels, count):
+    """Bounding slices of labels 1..count-1 (scipy's find_objects)."""
+    from scipy import ndimage
+    objects = ndimage.find_objects(labels, max_label=count - 1)
+    return [o if o is not None else (slice(0, 0), slice(0, 0)) for o in objects]
 
 
 def _confidence(fg, residual, threshold, edges, explained, busy, border):
@@ -384,10 +440,12 @@ def _leaked(outside, edges, border, gap):
     _, pieces = cv2.connectedComponents(rest.astype(np.uint8), connectivity=8)
     leaked = np.zeros_like(outside)
     cross = np.ones((3, 3), np.uint8)
+    found = ndimage_objects(labels, count)
     for index in range(1, count):
         if index in joined:
             continue
-        touching = np.unique(pieces[labels == index])
+        ys, xs = found[index - 1]
+        touching = np.unique(pieces[ys, xs][labels[ys, xs] == index])
         region = np.isin(pieces, touching[touching > 0])
         contact = (cv2.dilate(region.astype(np.uint8), cross) > 0) & ~outside
         if contact.any() and edges[contact].mean() < LEAK_MAX_EDGE_SHARE:
