@@ -1,9 +1,10 @@
 """Foreground extraction and framing.
 
-A real alpha channel always wins. Otherwise the background is removed by rembg when it and its model
-are already installed (never downloaded here), else by a weight-free method: a colour model of the
-image border seeds OpenCV's GrabCut, whose result is cleaned up (small specks dropped, pinholes
-filled, real holes such as a mug handle's kept).
+A real alpha channel always wins. Otherwise the background is removed by an engine's own remover, by
+rembg when it and its model are already installed (never downloaded here), else by the weight-free
+cut-out (builtin_cut_out; docs/FOREGROUND.md): a backdrop model from the image border in Lab, an
+edge-bounded flood fill, GrabCut on the undecided pixels and a soft alpha unmixed along the outline.
+It reports a confidence; an unsure cut-out is recorded in meta.json and shown as a warning.
 """
 
 import os
@@ -107,7 +108,7 @@ class CutOut:
 UNSURE_BELOW = 0.5
 PASSES = 3
 THRESHOLD_FLOOR = 3.0    # Lab units: a white mug's shading differs from a white backdrop by a few units
-EDGE_FLOOR = 20.0
+EDGE_FLOOR = 20.0        # Sobel magnitude of 0..255 lightness for a strong edge: above JPEG q75 ringing
 GRABCUT_FULL_PIXELS = 60000   # undecided pixels above which GrabCut runs at half resolution
 BUSY_NOISE = 10.0        # Lab units of backdrop texture left by the local model: above it the backdrop is
                          # a sharp, cluttered scene rather than a sweep, a wall or a defocused room
@@ -244,9 +245,6 @@ def builtin_cut_out(rgb, seed, check=None, iterations=4):
     outside_border = border & ~fg
     explained = float((residual[outside_border] < threshold).mean()) if outside_border.any() else 0.0
     confidence, reasons = _confidence(fg, residual, threshold, edges, explained, busy, border)
-    if os.environ.get("GEN3D_FG_DEBUG"):
-        print("fg-debug explained %.3f noise %.3f threshold %.2f share %.3f conf %.2f %s"
-              % (explained, noise, threshold, fg.mean(), confidence, reasons))
     alpha = _edge_alpha(small, fg)
     if scale < 1:
         alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -289,7 +287,8 @@ def _grabcut(bgr, seeds, interior, holes, seed, iterations, check):
     if len(rows) == 0:
         return np.zeros(seeds.shape, bool)
     pad = 16
-    window = (slice(max(0, rows.min() - pad), rows.max() + pad + 1), slice(max(0, cols.min() - pad), cols.max() + pad + 1))
+    window = (slice(max(0, rows.min() - pad), rows.max() + pad + 1),
+              slice(max(0, cols.min() - pad), cols.max() + pad + 1))
     box = np.ascontiguousarray(seeds[window])
     if (box == cv2.GC_BGD).any() and (box != cv2.GC_BGD).any():
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)

@@ -1,7 +1,8 @@
 """How well the built-in cut-out recovers the true alpha on ordinary inputs.
 
     python bench/foreground.py [--set dev|unseen|all] [--backgrounds white,grey,...] [--formats png,...]
-                               [--methods baseline,new] [--json FILE] [--dump DIR]
+                               [--methods baseline,new] [--jobs N] [--json FILE]
+                               [--dump DIR] [--cases a,b]
 
 Every case's RGBA render (DATASET/<case>/input.png, whose alpha is the truth) is composited onto each
 backdrop, encoded in each format, decoded by the pipeline's own image reader and cut out by the
@@ -174,52 +175,72 @@ def main(argv=None):
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--cases", default=None, help="comma-separated subset of case names")
     parser.add_argument("--methods", default="baseline,new", help="baseline (commit BASELINE_COMMIT), new (this checkout)")
+    parser.add_argument("--jobs", type=int, default=1, help="cases scored in parallel processes")
     parser.add_argument("--json", help="write every score here")
     parser.add_argument("--dump", help="write the inputs and both cut-outs of cases below 0.95 here")
     args = parser.parse_args(argv)
-    methods = {}
-    for method in args.methods.split(","):
-        module = load_baseline() if method == "baseline" else foreground if method == "new" else None
-        if module is None:
+    names = args.methods.split(",")
+    for method in names:
+        if method not in ("baseline", "new") or (method == "baseline" and load_baseline() is None):
             parser.error("unknown or unavailable method %s" % method)
-        methods[method] = module
     backgrounds, formats = args.backgrounds.split(","), args.formats.split(",")
-    selected = cases(args.set)
-    if args.cases:
-        keep = args.cases.split(",")
-        selected = {k: v for k, v in selected.items() if k in keep or k.split(":")[-1] in keep}
+    everything = cases(args.set)
+    # a case's index seeds its gradient and photo crop: the same whatever subset is run
+    selected = [(index, name, path) for index, (name, path) in enumerate(everything.items())
+                if not args.cases or name in args.cases.split(",") or name.split(":")[-1] in args.cases.split(",")]
+    jobs = [(index, name, path, names, backgrounds, formats, args.dump) for index, name, path in selected]
     scores = []   # (method, case, background, format, iou, seconds, unsure)
-    for index, (name, path) in enumerate(selected.items()):
-        rgba = np.asarray(Image.open(path).convert("RGBA"))
-        truth = rgba[..., 3] > 127
-        for background in backgrounds:
-            rng = np.random.default_rng([index, BACKGROUNDS.index(background) if background in BACKGROUNDS else 9])
-            rgb = composite(rgba, make_background(background, *rgba.shape[:2], rng))
-            for fmt in formats:
-                pixels, _ = imageio.open_image(encode(rgb, fmt))
-                for method, module in methods.items():
-                    t0 = time.perf_counter()
-                    try:
-                        alpha, unsure = cut(module, pixels[..., :3])
-                    except Exception as exc:  # an EMPTY_FOREGROUND on a case is a score of 0
-                        print("%s %s %s %s: %s" % (method, name, background, fmt, exc), file=sys.stderr)
-                        alpha, unsure = np.zeros(truth.shape, np.uint8), True
-                    seconds = time.perf_counter() - t0
-                    score = iou(alpha > 127, truth)
-                    scores.append((method, name, background, fmt, score, seconds, unsure))
-                    if args.dump and score < 0.95:
-                        os.makedirs(args.dump, exist_ok=True)
-                        stem = os.path.join(args.dump, "%s_%s_%s_%s" % (name.replace(":", "_"), background, fmt, method))
-                        Image.fromarray(pixels[..., :3]).save(stem + "_in.png")
-                        Image.fromarray(alpha).save(stem + "_alpha.png")
-        done = [s for s in scores if s[1] == name]
-        print("%-14s " % name + "  ".join("%s %.3f" % (m, np.mean([s[4] for s in done if s[0] == m])) for m in methods),
-              file=sys.stderr, flush=True)
+    if args.jobs > 1:
+        import multiprocessing
+        with multiprocessing.Pool(args.jobs) as pool:
+            for rows in pool.imap(score_case, jobs):
+                scores += rows
+    else:
+        for job in jobs:
+            scores += score_case(job)
+    methods = {name: None for name in names}
     report(scores, methods, backgrounds, formats)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump([dict(zip(("method", "case", "background", "format", "iou", "seconds", "unsure"), s))
                        for s in scores], handle, indent=1)
+
+
+_MODULES = {}
+
+
+def score_case(job):
+    """Every backdrop x format of one case through each method: a list of score rows."""
+    index, name, path, names, backgrounds, formats, dump = job
+    for method in names:
+        if method not in _MODULES:
+            _MODULES[method] = load_baseline() if method == "baseline" else foreground
+    rgba = np.asarray(Image.open(path).convert("RGBA"))
+    truth = rgba[..., 3] > 127
+    rows = []
+    for background in backgrounds:
+        rng = np.random.default_rng([index, BACKGROUNDS.index(background) if background in BACKGROUNDS else 9])
+        rgb = composite(rgba, make_background(background, *rgba.shape[:2], rng))
+        for fmt in formats:
+            pixels, _ = imageio.open_image(encode(rgb, fmt))
+            for method in names:
+                t0 = time.perf_counter()
+                try:
+                    alpha, unsure = cut(_MODULES[method], pixels[..., :3])
+                except Exception as exc:  # an EMPTY_FOREGROUND on a case is a score of 0
+                    print("%s %s %s %s: %s" % (method, name, background, fmt, exc), file=sys.stderr)
+                    alpha, unsure = np.zeros(truth.shape, np.uint8), True
+                seconds = time.perf_counter() - t0
+                score = iou(alpha > 127, truth)
+                rows.append((method, name, background, fmt, score, seconds, unsure))
+                if dump and score < 0.95:
+                    os.makedirs(dump, exist_ok=True)
+                    stem = os.path.join(dump, "%s_%s_%s_%s" % (name.replace(":", "_"), background, fmt, method))
+                    Image.fromarray(pixels[..., :3]).save(stem + "_in.png")
+                    Image.fromarray(alpha).save(stem + "_alpha.png")
+    print("%-14s " % name + "  ".join("%s %.3f" % (m, np.mean([r[4] for r in rows if r[0] == m])) for m in names),
+          file=sys.stderr, flush=True)
+    return rows
 
 
 def report(scores, methods, backgrounds, formats):
@@ -255,7 +276,8 @@ def report(scores, methods, backgrounds, formats):
     cases_seen = sorted({s[1] for s in scores})
     print("per case (target set, mean/min):")
     for case in cases_seen:
-        print("  %-14s " % case + "  ".join("%s %.3f/%.3f" % ((m,) + stats([s for s in scores if s[0] == m and s[1] == case and s[2] in target]))
+        rows = [s for s in scores if s[1] == case and s[2] in target]
+        print("  %-14s " % case + "  ".join("%s %.3f/%.3f" % ((m,) + stats([s for s in rows if s[0] == m]))
                                          for m in methods))
 
 
