@@ -98,6 +98,16 @@ def test_outline_is_not_dilated():
     assert (~found & truth).sum() < 0.004 * truth.sum()
 
 
+def test_white_mug_on_pure_white_is_flagged_unsure():
+    """On 255 white the mug's clipped highlights are exactly the backdrop's colour and a third of its body
+    has no outline in the pixels: the cut-out loses it, and must say so (the rim and handle arcs it
+    leaves in the backdrop)."""
+    rgb, truth = composite("mug", np.full((512, 512, 3), 255.0))
+    result = foreground.builtin_cut_out(rgb, seed=1)
+    assert result.unsure
+    assert any("background next to the object" in reason for reason in result.reasons)
+
+
 def test_cluttered_photo_is_flagged_unsure():
     pixels, _ = imageio.open_image(data("rocket.jpg"))
     result = foreground.builtin_cut_out(pixels[..., :3], seed=1)
