@@ -177,8 +177,17 @@ def main(argv=None):
     parser.add_argument("--methods", default="baseline,new", help="baseline (commit BASELINE_COMMIT), new (this checkout)")
     parser.add_argument("--jobs", type=int, default=1, help="cases scored in parallel processes")
     parser.add_argument("--json", help="write every score here")
+    parser.add_argument("--jsonl", help="append each case's scores to this file as it finishes")
+    parser.add_argument("--report", nargs="+", metavar="JSONL", help="only print the table of these score files")
     parser.add_argument("--dump", help="write the inputs and both cut-outs of cases below 0.95 here")
     args = parser.parse_args(argv)
+    if args.report:
+        scores = [tuple(json.loads(line)[k] for k in FIELDS) for path in args.report for line in open(path)]
+        methods = {m: None for m in dict.fromkeys(s[0] for s in scores)}
+        present = set(s[2] for s in scores)
+        report(scores, methods, [b for b in BACKGROUNDS + EXTRA_BACKGROUNDS if b in present],
+               [f for f in FORMATS if f in set(s[3] for s in scores)])
+        return
     names = args.methods.split(",")
     for method in names:
         if method not in ("baseline", "new") or (method == "baseline" and load_baseline() is None):
@@ -188,7 +197,7 @@ def main(argv=None):
     # a case's index seeds its gradient and photo crop: the same whatever subset is run
     selected = [(index, name, path) for index, (name, path) in enumerate(everything.items())
                 if not args.cases or name in args.cases.split(",") or name.split(":")[-1] in args.cases.split(",")]
-    jobs = [(index, name, path, names, backgrounds, formats, args.dump) for index, name, path in selected]
+    jobs = [(index, name, path, names, backgrounds, formats, args.dump, args.jsonl) for index, name, path in selected]
     scores = []   # (method, case, background, format, iou, seconds, unsure)
     if args.jobs > 1:
         import multiprocessing
@@ -202,16 +211,16 @@ def main(argv=None):
     report(scores, methods, backgrounds, formats)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump([dict(zip(("method", "case", "background", "format", "iou", "seconds", "unsure"), s))
-                       for s in scores], handle, indent=1)
+            json.dump([dict(zip(FIELDS, s)) for s in scores], handle, indent=1)
 
 
 _MODULES = {}
+FIELDS = ("method", "case", "background", "format", "iou", "seconds", "unsure")
 
 
 def score_case(job):
     """Every backdrop x format of one case through each method: a list of score rows."""
-    index, name, path, names, backgrounds, formats, dump = job
+    index, name, path, names, backgrounds, formats, dump, jsonl = job
     for method in names:
         if method not in _MODULES:
             _MODULES[method] = load_baseline() if method == "baseline" else foreground
@@ -240,6 +249,10 @@ def score_case(job):
                     Image.fromarray(alpha).save(stem + "_alpha.png")
     print("%-14s " % name + "  ".join("%s %.3f" % (m, np.mean([r[4] for r in rows if r[0] == m])) for m in names),
           file=sys.stderr, flush=True)
+    if jsonl:   # kept case by case, so a long run cut short still has its scores (see --report)
+        with open(jsonl, "a") as handle:
+            for r in rows:
+                handle.write(json.dumps(dict(zip(FIELDS, r))) + "\n")
     return rows
 
 
