@@ -256,6 +256,9 @@ def _generate(args, requests, interrupts):
         print("%s -> %s%s  (%d faces, %.2f s: preprocess %.2f, shape %.2f, texture %.2f, export %.2f; peak %.0f MB)"
               % (image, os.path.join(out, "mesh.glb"), also, manifest["mesh"]["faces"], t["total"], t["preprocess"],
                  t["shape"], t["texture"], t["export"], manifest["peak_memory_mb"]), flush=True)
+        for warning in manifest.get("warnings") or ():
+            # the job still succeeds (exit 0), but a doubtful cut-out must not pass silently
+            print("warning: %s: %s" % (image, warning), file=sys.stderr, flush=True)
     return EXIT_FAILED if failed else 0
 
 

@@ -1,9 +1,10 @@
 """Foreground extraction and framing.
 
-A real alpha channel always wins. Otherwise the background is removed by rembg when it and its model
-are already installed (never downloaded here), else by a weight-free method: a colour model of the
-image border seeds OpenCV's GrabCut, whose result is cleaned up (small specks dropped, pinholes
-filled, real holes such as a mug handle's kept).
+A real alpha channel always wins. Otherwise the background is removed by an engine's own remover, by
+rembg when it and its model are already installed (never downloaded here), else by the weight-free
+cut-out (builtin_cut_out; docs/FOREGROUND.md): a backdrop model from the image border in Lab, an
+edge-bounded flood fill, GrabCut on the undecided pixels and a soft alpha unmixed along the outline.
+It reports a confidence; an unsure cut-out is recorded in meta.json and shown as a warning.
 """
 
 import os
@@ -27,21 +28,43 @@ def empty_foreground(why):
 
 
 def foreground_rgba(array, has_alpha, remove_background, seed, check=None, cut_out=None):
-    """RGBA uint8 with the object's alpha, at the input's size. `check` is called between iterations
-    (it raises to cancel). `cut_out(rgb) -> alpha or None` is an engine's own background remover,
-    tried first (the Hunyuan engines use their library's)."""
+    """RGBA uint8 with the object's alpha, at the input's size (see foreground_with_record)."""
+    return foreground_with_record(array, has_alpha, remove_background, seed, check, cut_out)[0]
+
+
+def foreground_with_record(array, has_alpha, remove_background, seed, check=None, cut_out=None):
+    """(RGBA uint8 with the object's alpha at the input's size, record) where record is meta.json's
+    `foreground` entry: {"method": alpha|none|engine|rembg|builtin, "confidence": 0..1 or None,
+    "unsure": bool, "reasons": [plain words]}. `check` is called between iterations (it raises to
+    cancel). `cut_out(rgb) -> alpha or None` is an engine's own background remover, tried first (the
+    Hunyuan engines use their library's)."""
     if has_alpha:
-        return array
+        return array, _record("alpha")
     rgb = array[..., :3]
     if not remove_background:
-        alpha = np.full(rgb.shape[:2], 255, np.uint8)
-    else:
-        alpha = cut_out(rgb) if cut_out is not None else None
-        if alpha is None:
-            alpha = _rembg_alpha(rgb)
-        if alpha is None:
-            alpha = grabcut_alpha(rgb, seed, check)
-    return np.dstack([rgb, alpha])
+        return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), _record("none")
+    alpha = cut_out(rgb) if cut_out is not None else None
+    if alpha is not None:
+        return np.dstack([rgb, alpha]), _record("engine")
+    alpha = _rembg_alpha(rgb)
+    if alpha is not None:
+        return np.dstack([rgb, alpha]), _record("rembg")
+    result = builtin_cut_out(rgb, seed, check)
+    return np.dstack([rgb, result.alpha]), result.record()
+
+
+def _record(method):
+    """Methods that do not measure their own confidence (a real alpha needs none)."""
+    return {"method": method, "confidence": None, "unsure": False, "reasons": []}
+
+
+def unsure_warning(record, what="the image"):
+    """The plain-words warning for an unsure cut-out (meta.json `warnings`, CLI, add-on), or None."""
+    if not record or not record.get("unsure"):
+        return None
+    return ("The background removal of %s is unsure (%s). Check input.png in the result: an image with a "
+            "transparent background, or the object on a plain backdrop, gives a clean cut-out."
+            % (what, "; ".join(record.get("reasons") or ["low confidence"])))
 
 
 def _rembg_alpha(rgb):
@@ -68,112 +91,350 @@ def _border_mask(shape):
     return border
 
 
-def _background_model(lab, border):
-    """Fit each Lab channel of the border as a quadratic in (x, y): plain studio backgrounds have a
-    gradient or vignette, so a smooth model separates them from the object far better than one colour.
-    Returns (per-pixel residual to the model, robust noise level, share of border pixels explained)."""
-    h, w = lab.shape[:2]
+class CutOut:
+    """A weight-free cut-out: `alpha` (uint8, the input's size), `confidence` in 0..1, `unsure` (the
+    confidence is below UNSURE_BELOW) and `reasons`, plain words for each doubt."""
+
+    def __init__(self, alpha, confidence, reasons):
+        self.alpha, self.confidence, self.reasons = alpha, float(confidence), list(reasons)
+        self.unsure = self.confidence < UNSURE_BELOW
+
+    def record(self):
+        """The meta.json `foreground` entry."""
+        return {"method": "builtin", "confidence": round(self.confidence, 3), "unsure": bool(self.unsure),
+                "reasons": self.reasons}
+
+
+UNSURE_BELOW = 0.5
+PASSES = 3
+THRESHOLD_FLOOR = 3.0    # Lab units: a white mug's shading differs from a white backdrop by a few units
+EDGE_FLOOR = 20.0        # Sobel magnitude of 0..255 lightness for a strong edge: above JPEG q75 ringing
+GRABCUT_FULL_PIXELS = 60000   # undecided pixels above which GrabCut runs at half resolution
+BUSY_NOISE = 10.0        # Lab units of backdrop texture left by the local model: above it the backdrop is
+                         # a sharp, cluttered scene rather than a sweep, a wall or a defocused room
+
+
+def _lab(rgb):
+    """CIE Lab (L 0..100) of an image, smoothed so that JPEG's 8x8 block steps and its half-resolution
+    chroma (4:2:0) do not read as structure: lightness by a 1 px Gaussian, chroma by 2 px."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.GaussianBlur(lab[..., 0], (0, 0), 1.0)
+    lab[..., 1:] = cv2.GaussianBlur(lab[..., 1:], (0, 0), 2.0)
+    return lab
+
+
+def _quadratic_basis(h, w):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     xx, yy = xx / w - 0.5, yy / h - 0.5
-    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], axis=-1)
+    return np.stack([np.ones_like(xx), xx, yy, xx * xx, xx * yy, yy * yy], axis=-1)
+
+
+def _border_fit(lab, border):
+    """Fit each Lab channel of the border as a quadratic in (x, y) (studio sweeps have a gradient or a
+    vignette). Returns (the surface over the whole image, share of border pixels it explains, their
+    robust residual scale)."""
+    basis = _quadratic_basis(*lab.shape[:2])
     a, b = basis[border], lab[border]
-    # Start from the median colour: a least-squares start would let the quadratic bend toward an
-    # object that crosses one side of the frame and then call the whole border noisy.
+    # Start from the median colour: a least-squares start would bend toward an object crossing one
+    # side of the frame and call the whole border noisy.
     err = np.linalg.norm(b - np.median(b, axis=0), axis=1)
-    keep = err < max(3.0 * (1.4826 * np.median(err) + 1e-3), 2.0)
+    keep = err < max(3.0 * (1.4826 * np.median(err) + 1e-3), 1.0)
     if keep.mean() < 0.5:
         keep = np.ones(len(a), bool)
     for _ in range(3):  # refit without the border pixels the object or clutter covers
         coef, *_ = np.linalg.lstsq(a[keep], b[keep], rcond=None)
         err = np.linalg.norm(b - a @ coef, axis=1)
         scale = 1.4826 * np.median(err[keep]) + 1e-3
-        keep = err < max(3.0 * scale, 2.0)
-    residual = np.linalg.norm(lab - basis @ coef, axis=-1)
-    return residual, float(scale), float(keep.mean())
+        keep = err < max(3.0 * scale, 1.0)
+    return basis @ coef, float(keep.mean()), float(scale)
 
 
-def grabcut_alpha(rgb, seed, check=None, iterations=5):
-    """Weight-free background removal: a border background model seeding GrabCut. Returns alpha uint8."""
-    h, w = rgb.shape[:2]
-    scale = WORK_SIDE / max(h, w)
-    small = cv2.resize(rgb, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA) \
-        if scale < 1 else rgb.copy()
-    lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
-    border = _border_mask(lab.shape[:2])
-    residual, noise, explained = _background_model(lab, border)
-    cv2.setRNGSeed(int(seed) % (2 ** 31))
-    interior = None
-    if explained > 0.8 and noise < 4.0:
-        mask, interior = _plain_background_seeds(lab, residual, noise, border)
-    else:
-        mask = _cluttered_seeds(lab.shape[:2], border)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
-    for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
-        if check is not None:
-            check()
-        cv2.grabCut(bgr, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
-    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD))
-    if interior is not None:
-        fg |= interior  # GrabCut only settles the outline; inside it, trust the edge-bounded flood fill
-    fg = clean_mask(fg)
-    # GrabCut's mask is hard-edged; a one-pixel feather gives the outline the sub-pixel position an
-    # anti-aliased edge has, so shapes traced from it come out smooth instead of stair-stepped.
-    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)
-    if scale < 1:
-        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)
+def _local_surface(lab, background, fallback, sigma):
+    """The background's colour everywhere, interpolated from the pixels known to be background by a
+    normalised Gaussian (a defocused photo or an uneven wall is smooth but no quadratic); far from any
+    known background (inside a large object) it falls back to the border's quadratic."""
+    weight = background.astype(np.float32)
+    blurred_w = cv2.GaussianBlur(weight, (0, 0), sigma)
+    blurred = cv2.GaussianBlur(lab * weight[..., None], (0, 0), sigma)
+    eps = 1e-2
+    return (blurred + eps * fallback) / (blurred_w[..., None] + eps)
 
 
-def _plain_background_seeds(lab, residual, noise, border):
-    """GrabCut seeds for a plain background, plus the object's interior.
+def _edges(lab, border):
+    """Canny edges of lightness and of chroma. The thresholds sit above the backdrop's own gradients
+    (measured on the border: a defocused photo's are weak, an object's outline is sharp) and above
+    JPEG's ringing (EDGE_FLOOR, in Sobel units of the 0..255 lightness: about a 5-level step, for
+    the strong threshold)."""
+    edges = np.zeros(lab.shape[:2], np.uint8)
+    for channel, gain in ((lab[..., 0] * 2.55, 1.0), (np.linalg.norm(lab[..., 1:], axis=-1) * 2.0, 1.5)):
+        image = np.clip(channel, 0, 255).astype(np.uint8)
+        magnitude = np.hypot(cv2.Sobel(image, cv2.CV_32F, 1, 0), cv2.Sobel(image, cv2.CV_32F, 0, 1))
+        high = gain * max(EDGE_FLOOR, 2.0 * float(np.percentile(magnitude[border], 90)))
+        # hysteresis: an outline seeded where it is clear is followed where it fades (a white bowl's
+        # back rim on white); JPEG ringing it picks up lies next to the outline, where GrabCut decides
+        edges |= cv2.Canny(image, 0.4 * high, high, L2gradient=True)
+    return cv2.dilate(edges, np.ones((3, 3), np.uint8)) > 0
 
-    Pixels that match the background model and connect to the border without crossing an edge are
-    surely background; enclosed background-like regions count as holes only when edges ring them
-    (a mug handle's hole), not when they are merely object parts coloured like the background (the
-    shaded bands of a white mug). Returns (seeds, interior) where interior is surely object."""
-    threshold = max(3.0, 6.0 * noise)
-    lightness = cv2.GaussianBlur(lab[..., 0], (0, 0), 1.0)
-    low = max(4.0, 4.0 * noise)
-    edges = cv2.Canny(np.clip(lightness, 0, 255).astype(np.uint8), low, 2.5 * low, L2gradient=True)
-    edges = cv2.dilate(edges, np.ones((3, 3), np.uint8)) > 0
-    # Close small gaps in the object's outline (a white mug's rim fades into a white backdrop for a
-    # few pixels) so the flood fill from the border cannot leak inside.
-    gap = max(3, int(round(0.025 * max(residual.shape)))) | 1
+
+def _flood(residual, threshold, edges, border, gap):
+    """Background reachable from the border through backdrop-coloured pixels without crossing an edge
+    (outline gaps narrower than `gap` closed). Returns (outside, labels, count, border_labels, near)."""
     barrier = cv2.morphologyEx((edges | (residual >= threshold)).astype(np.uint8), cv2.MORPH_CLOSE,
                                cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap))) > 0
     near = (residual < threshold) & ~edges
     count, labels = cv2.connectedComponents((near & ~barrier).astype(np.uint8), connectivity=4)
     border_labels = np.unique(labels[border & near & ~barrier])
-    outside = np.isin(labels, border_labels[border_labels > 0])
+    border_labels = border_labels[border_labels > 0]
+    return np.isin(labels, border_labels), labels, count, border_labels, near
+
+
+def builtin_cut_out(rgb, seed, check=None, iterations=4):
+    """Weight-free background removal. Returns a CutOut.
+
+    A smooth model of the backdrop, learnt from the image border and refined from the background it
+    finds, gives each pixel its colour distance to the backdrop; the backdrop is what the border
+    reaches through backdrop-coloured pixels without crossing an edge. GrabCut settles the outline
+    from those seeds; holes ringed by the object's outline (a torus's, a mug handle's) stay open;
+    object parts coloured like the backdrop that the fill reached through a gap in a faint outline
+    go back to the object. Works at WORK_SIDE px."""
+    h, w = rgb.shape[:2]
+    scale = WORK_SIDE / max(h, w)
+    small = cv2.resize(rgb, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA) \
+        if scale < 1 else np.ascontiguousarray(rgb)
+    lab = _lab(small)
+    side = max(lab.shape[:2])
+    border = _border_mask(lab.shape[:2])
+    gap = max(3, int(round(0.025 * side))) | 1
+    surface, explained, noise = _border_fit(lab, border)
+    residual = np.linalg.norm(lab - surface, axis=-1)
+    # Each pass models the backdrop locally from the background the previous one found, so the flood
+    # follows backdrops no quadratic fits (a defocused photo, a vignetted gradient) a step further.
+    for _ in range(PASSES):
+        threshold = max(THRESHOLD_FLOOR, 5.0 * noise)
+        edges = _edges(lab, border)
+        outside, labels, count, border_labels, near = _flood(residual, threshold, edges, border, gap)
+        if outside.all() or not (residual > threshold).any() or not outside.any():
+            break
+        # background surely clear of the object (its JPEG ringing included) teaches the local surface
+        clear = cv2.erode(outside.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        if clear.sum() < 0.05 * clear.size:
+            break
+        if np.percentile(residual[clear], 95) < threshold / 2:
+            break  # the model already fits all the backdrop reached; refitting would learn a leak's colour
+        surface = _local_surface(lab, clear, surface, sigma=side / 24.0)
+        residual = np.linalg.norm(lab - surface, axis=-1)
+        noise = float(1.4826 * np.median(residual[clear]) + 1e-3)
+    busy = noise > BUSY_NOISE
     if outside.all() or not (residual > threshold).any():
-        raise empty_foreground("the image looks like plain background")
-    outside &= ~_leaked(outside, edges, border, gap)
-    holes = np.zeros_like(outside)
-    ring = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    for index in range(1, count):
-        if index in border_labels:
-            continue
-        region = labels == index
-        rim = (cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~region
-        if rim.any() and (ring[rim]).mean() > 0.9 and residual[region].mean() < threshold / 2:
-            holes |= region
+        if not busy:
+            raise empty_foreground("the image looks like plain background")
+        # a cluttered photo the backdrop model cannot separate: GrabCut alone, from the usual framing
+        seeds, interior, holes = _cluttered_seeds(lab.shape[:2], border), None, None
+    else:
+        seeds, interior, holes = _plain_seeds(outside, labels, count, border_labels, residual, threshold,
+                                              edges, border, gap)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    fg = _grabcut(bgr, seeds, interior, holes, seed, iterations, check)
+    if busy and interior is not None:
+        # On a busy backdrop the flood can run through the object or stop at the scene's own shapes;
+        # GrabCut from the usual framing is the other guess. The one whose outline runs along sharp
+        # edges wins: an object's outline is sharp, a defocused scene's shapes are not.
+        framed = _grabcut(bgr, _cluttered_seeds(lab.shape[:2], border), None, None, seed, iterations, check)
+        if _edge_support(framed, edges) > _edge_support(fg, edges):
+            fg = framed
+    outside_border = border & ~fg
+    explained = float((residual[outside_border] < threshold).mean()) if outside_border.any() else 0.0
+    alpha = _edge_alpha(small, fg)
+    # judged on the mask as delivered: the unmixing drops GrabCut's one-pixel slivers along faint arcs
+    confidence, reasons = _confidence(alpha > 0.5, residual, threshold, edges, explained, busy, border, noise,
+                                      gap)
+    if scale < 1:
+        alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
+    return CutOut(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8), confidence, reasons)
+
+
+def _edge_alpha(rgb, fg, band=2, sigma=3.0, min_contrast=24.0):
+    """Soft alpha along the outline: each pixel within `band` px of it is unmixed as a blend of the
+    object's and the backdrop's colours next to it (alpha = the projection of pixel - backdrop onto
+    object - backdrop). GrabCut's hard mask takes anti-aliased edge pixels whole, which puts the
+    outline about half a pixel to a pixel outside the object all round; where the two colours are
+    too alike to unmix (a white mug on white), a one-pixel feather of the mask is used instead."""
+    image = rgb.astype(np.float32)
+    kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    inner = cv2.erode(fg.astype(np.uint8), kernel).astype(np.float32)
+    outer = (cv2.dilate(fg.astype(np.uint8), kernel) == 0).astype(np.float32)
+
+    def local_mean(weight):
+        return cv2.GaussianBlur(image * weight[..., None], (0, 0), sigma) / \
+            (cv2.GaussianBlur(weight, (0, 0), sigma)[..., None] + 1e-4)
+
+    obj, back = local_mean(inner), local_mean(outer)
+    span = obj - back
+    power = (span * span).sum(-1)
+    unmixed = np.clip(((image - back) * span).sum(-1) / np.maximum(power, 1e-3), 0, 1)
+    # a hard mask feathered by one pixel gives the outline a sub-pixel position where unmixing cannot
+    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 1.0)
+    edge = (inner == 0) & (outer == 0) & (power > min_contrast ** 2)
+    alpha[edge] = unmixed[edge]
+    return alpha
+
+
+def _grabcut(bgr, seeds, interior, holes, seed, iterations, check):
+    """GrabCut from `seeds`, then the trusted interior and holes of the flood; the cleaned mask."""
+    cv2.setRNGSeed(int(seed) % (2 ** 31))
+    seeds = seeds.copy()
+    # Only the box around the undecided pixels (plus a ring of sure background for the colour model)
+    # goes through GrabCut: its cost grows with the pixels it is given, most of them settled already.
+    rows, cols = np.nonzero(seeds != cv2.GC_BGD)
+    if len(rows) == 0:
+        return np.zeros(seeds.shape, bool)
+    pad = 16
+    window = (slice(max(0, rows.min() - pad), rows.max() + pad + 1),
+              slice(max(0, cols.min() - pad), cols.max() + pad + 1))
+    box = np.ascontiguousarray(seeds[window])
+    if (box == cv2.GC_BGD).any() and (box != cv2.GC_BGD).any():
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        image = np.ascontiguousarray(bgr[window])
+        full = box.shape
+        # a large undecided area (a busy photo: GrabCut's graph cut takes seconds there) is settled at
+        # half resolution; the outline is placed to the pixel afterwards by _edge_alpha
+        half = (box != cv2.GC_BGD).sum() > GRABCUT_FULL_PIXELS
+        if half:
+            size = (max(8, full[1] // 2), max(8, full[0] // 2))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            box = cv2.resize(box, size, interpolation=cv2.INTER_NEAREST)
+        for iteration in range(iterations):  # one at a time, so a cancel is noticed within ~0.5 s
+            if check is not None:
+                check()
+            cv2.grabCut(image, box, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if iteration == 0 else cv2.GC_EVAL)
+        if half:
+            box = cv2.resize(box, (full[1], full[0]), interpolation=cv2.INTER_NEAREST)
+            # seeds that were certain stay so at full resolution
+            box = np.where(np.isin(seeds[window], (cv2.GC_BGD, cv2.GC_FGD)), seeds[window], box)
+        seeds[window] = box
+    fg = np.isin(seeds, (cv2.GC_FGD, cv2.GC_PR_FGD))
+    if interior is not None:
+        # GrabCut settles the outline; deep inside it the edge-bounded fill is trusted (object parts as
+        # white as a white backdrop are colour-wise background to GrabCut).
+        fg |= interior
+        fg &= ~holes | (seeds == cv2.GC_FGD)
+    return clean_mask(fg)
+
+
+def _edge_support(fg, edges):
+    """Share of the mask's outline that lies on an edge."""
+    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
+    return float(edges[contour].mean()) if contour.any() else 0.0
+
+
+def _plain_seeds(outside, labels, count, border_labels, residual, threshold, edges, border, gap):
+    """GrabCut seeds from the flood fill, with the object's trusted interior and the holes through it.
+    Returns (seeds, interior, holes)."""
+    outside = outside & ~_leaked(outside, edges, border, gap)
+    holes = _holes(labels, count, border_labels, residual, threshold, edges, gap)
     background = outside | holes
-    kernel = np.ones((5, 5), np.uint8)
     seeds = np.full(residual.shape, cv2.GC_PR_FGD, np.uint8)
-    seeds[near] = cv2.GC_PR_BGD
-    # Only background far from the object is certain: a leak of the flood fill into a part of the object
-    # coloured like the backdrop then stays "probable", for GrabCut to settle.
-    far = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * gap + 1, 4 * gap + 1))
-    seeds[cv2.erode(outside.astype(np.uint8), far) > 0] = cv2.GC_BGD
-    seeds[holes] = cv2.GC_PR_BGD
-    interior = cv2.erode((~background).astype(np.uint8), kernel) > 0
+    seeds[background] = cv2.GC_PR_BGD
+    # Only background a few pixels clear of the candidate object is certain (JPEG ringing and the
+    # anti-aliased edge lie within them); the rest GrabCut settles.
+    margin = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    seeds[cv2.erode(outside.astype(np.uint8), margin) > 0] = cv2.GC_BGD
+    # JPEG ringing and backdrop texture next to the outline also stop the flood, so only the candidate
+    # object's core, `gap` inside its outline, is trusted as object whatever GrabCut says
+    interior = cv2.erode((~background).astype(np.uint8), margin) > 0
     seeds[interior & (residual > 3 * threshold)] = cv2.GC_FGD
     # The border is background only where it looks like the backdrop: an object cut off by the frame
-    # keeps its pixels there (forcing them to background taught GrabCut the object's colour as
-    # background, and the whole object vanished).
+    # keeps its pixels there.
     seeds[border & (residual < threshold)] = cv2.GC_BGD
-    return seeds, interior
+    return seeds, interior, holes
+
+
+def grabcut_alpha(rgb, seed, check=None, iterations=4):
+    """The weight-free cut-out's alpha (uint8)."""
+    return builtin_cut_out(rgb, seed, check, iterations).alpha
+
+
+def _holes(labels, count, border_labels, residual, threshold, edges, gap):
+    """Enclosed backdrop-coloured regions ringed by edges: holes through the object (a mug handle's),
+    as opposed to object parts merely coloured like the backdrop (the shaded bands of a white mug)."""
+    holes = np.zeros(labels.shape, bool)
+    # the flood's barrier is the edges closed over `gap`, so a hole's rim lies within gap/2 of an edge
+    ring = cv2.dilate(edges.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap + 2, gap + 2))) > 0
+    known = set(border_labels.tolist())
+    area = np.bincount(labels.ravel(), minlength=count)
+    mean_residual = np.bincount(labels.ravel(), residual.ravel(), minlength=count) / np.maximum(area, 1)
+    found = ndimage_objects(labels, count)
+    for index in range(1, count):
+        # pinholes are filled by clean_mask anyway; a busy photo has thousands of them
+        if index in known or area[index] < 16 or mean_residual[index] >= threshold / 2:
+            continue
+        ys, xs = found[index - 1]
+        window = (slice(max(0, ys.start - 1), ys.stop + 1), slice(max(0, xs.start - 1), xs.stop + 1))
+        region = labels[window] == index
+        rim = (cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~region
+        if rim.any() and ring[window][rim].mean() > 0.9:
+            holes[window] |= region
+    return holes
+
+
+def ndimage_objects(labels, count):
+    """Bounding slices of labels 1..count-1 (scipy's find_objects)."""
+    from scipy import ndimage
+    objects = ndimage.find_objects(labels, max_label=count - 1)
+    return [o if o is not None else (slice(0, 0), slice(0, 0)) for o in objects]
+
+
+def _confidence(fg, residual, threshold, edges, explained, busy, border, noise, gap):
+    """How far to trust the cut-out, 0..1, with the reasons for doubt in plain words.
+
+    Doubt comes from a backdrop that no smooth model explains (a cluttered, sharp photo), an outline
+    that does not stand out from the backdrop over much of its length (a white object on white), a
+    mask that runs into the frame or fills most of it (the whole picture taken as the object), and
+    outline edges left in a plain backdrop (object parts lost to it)."""
+    reasons, score = [], 1.0
+    if busy or explained < 0.7:
+        score = min(score, 0.3)
+        reasons.append("the background is busy, not a plain backdrop: the cut-out may hold parts of it "
+                       "or miss parts of the object")
+    share = fg.mean()
+    if share > 0.6:
+        score = min(score, 0.3)
+        reasons.append("the object fills %.0f%% of the picture: the background may have been kept as the object"
+                       % (100 * share))
+    touching = fg[border].mean() if border.any() else 0.0
+    if touching > 0.15:
+        score = min(score, 0.4)
+        reasons.append("the object runs into the frame on %.0f%% of the border" % (100 * touching))
+    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & \
+        ~(cv2.erode(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    if contour.any():
+        # an outline pixel stands out if the object side next to it differs from the backdrop or an
+        # edge runs there
+        visible = (cv2.dilate((residual >= threshold).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) | edges
+        faint = 1.0 - visible[contour].mean()
+        if faint > 0.15:
+            score = min(score, max(0.1, 0.7 - 2.0 * faint))
+            reasons.append("%.0f%% of the outline barely differs from the background" % (100 * faint))
+        stray = _stray_edges(fg, edges, gap) / contour.sum() if noise < PLAIN_NOISE else 0.0
+        if stray > STRAY_MAX:
+            score = min(score, 0.35)
+            reasons.append("outlines are left in the background next to the object: parts of it as light or "
+                           "as dark as the backdrop may be missing")
+    return score, reasons
+
+
+PLAIN_NOISE = 2.0   # Lab units: a studio sweep or a gradient, whose background holds no edges of its own
+STRAY_MAX = 0.02    # stray edge length as a share of the object's outline; set on bench/fg_objects.py's
+                    # objects (not the dev set): clean cut-outs there leave under 0.002
+
+
+def _stray_edges(fg, edges, gap):
+    """Edge length in the background farther than `gap` from the object. A plain backdrop has no edges
+    and JPEG's ringing stays within a few pixels of the outline; what is left is an outline whose
+    object part the flood took (a white bowl's back rim on 255 white: its inside is exactly the
+    backdrop's colour) or a second object."""
+    far = ~(cv2.dilate(fg.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1,) * 2)) > 0)
+    return float((edges & far).sum()) / 3.0    # edges are dilated to 3 px wide
 
 
 LEAK_MAX_EDGE_SHARE = 0.5   # a region cut off from the backdrop by a narrow neck, touching the object
@@ -200,10 +461,12 @@ def _leaked(outside, edges, border, gap):
     _, pieces = cv2.connectedComponents(rest.astype(np.uint8), connectivity=8)
     leaked = np.zeros_like(outside)
     cross = np.ones((3, 3), np.uint8)
+    found = ndimage_objects(labels, count)
     for index in range(1, count):
         if index in joined:
             continue
-        touching = np.unique(pieces[labels == index])
+        ys, xs = found[index - 1]
+        touching = np.unique(pieces[ys, xs][labels[ys, xs] == index])
         region = np.isin(pieces, touching[touching > 0])
         contact = (cv2.dilate(region.astype(np.uint8), cross) > 0) & ~outside
         if contact.any() and edges[contact].mean() < LEAK_MAX_EDGE_SHARE:

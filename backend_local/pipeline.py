@@ -256,7 +256,8 @@ class Pipeline:
         summary = dict(mesh_summary(vertices, plan.faces), given=plan.record)
         return build_manifest(staging, job_id, job.request, None, texture_engine.name, summary, timings,
                               devices.describe(self.device), 0.0, frame=GIVEN_FRAME,
-                              view=mesh_view.view_record(job.request.mesh_view))
+                              view=mesh_view.view_record(job.request.mesh_view), foreground=job.foreground,
+                              warnings=job.warnings)
 
     def _oom_message(self, exc, stage):
         if self.device.type == "cuda":
@@ -294,9 +295,10 @@ class Pipeline:
         report("preprocess", 0.0, "reading the image")
         pixels, has_alpha = imageio.open_image(load_source(request, cancel))
         report("preprocess", 0.3, "finding the object")
-        rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed,
-                                          check=lambda: report("preprocess", 0.3),
-                                          cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
+        rgba, cut_record = foreground.foreground_with_record(
+            pixels, has_alpha, request.remove_background, request.seed, check=lambda: report("preprocess", 0.3),
+            cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
+        warnings = [w for w in [foreground.unsure_warning(cut_record)] if w]
         framed, _info = foreground.frame(rgba)
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))
@@ -306,9 +308,12 @@ class Pipeline:
             report("preprocess", 0.5 + 0.4 * index / len(request.views), "reading the %s view" % view_name)
             try:
                 view_pixels, view_alpha = imageio.open_image(_load(source, cancel))
-                view_rgba = foreground.foreground_rgba(view_pixels, view_alpha, request.remove_background,
-                                                       request.seed, check=lambda: report("preprocess", 0.5),
-                                                       cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
+                view_rgba, view_record = foreground.foreground_with_record(
+                    view_pixels, view_alpha, request.remove_background, request.seed,
+                    check=lambda: report("preprocess", 0.5),
+                    cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
+                cut_record.setdefault("views", {})[view_name] = view_record
+                warnings += [w for w in [foreground.unsure_warning(view_record, "the %s view" % view_name)] if w]
                 views[view_name], _ = foreground.frame(view_rgba)
             except Gen3DError as exc:
                 exc.message = "The %s view: %s" % (view_name, exc.message)
@@ -322,7 +327,8 @@ class Pipeline:
                                    request.texture_size)
         timings["preprocess"] = time.perf_counter() - t0
 
-        job = JobContext(request, framed, self.device, staging, report, cancel, views=views)
+        job = JobContext(request, framed, self.device, staging, report, cancel, views=views,
+                         foreground=cut_record, warnings=warnings)
         if plan is not None:
             return self._texture_given(job, plan, texture_engine, staging, job_id, timings, started, report)
         t0 = time.perf_counter()
@@ -370,4 +376,5 @@ class Pipeline:
         return build_manifest(staging, job_id, job.request, shape_engine.name,
                               texture_engine.name if texture_engine else None, mesh_summary(vertices, faces),
                               timings, devices.describe(self.device), 0.0, frame=upright.FRAME,
-                              view=upright.view_record(0.0, elevation))
+                              view=upright.view_record(0.0, elevation), foreground=job.foreground,
+                              warnings=job.warnings)

@@ -241,7 +241,7 @@ class Batch:
 
     def _row(self, image):
         row = {"image": image, "name": None, "status": "FAILED", "job_dir": None, "object": None, "error": None,
-               "seconds": 0.0, "files": {}}
+               "seconds": 0.0, "files": {}, "warnings": []}
         self.rows.append(row)
         return row
 
@@ -295,6 +295,8 @@ class Batch:
         self.session.sync_job(job, force=True)
         print("gen3d batch: %s: %s%s" % (job.name, row["status"].lower(),
                                          (" - " + row["error"]["message"]) if row["error"] else ""), flush=True)
+        for warning in row.get("warnings") or ():
+            print("gen3d batch: %s: warning: %s" % (job.name, warning), flush=True)
 
     def _line_up(self, obj):
         """Move obj (standing on the ground at the origin) to the row's next free place along X."""
@@ -308,6 +310,7 @@ class Batch:
         manifest = self.contract.manifest.read_manifest(job_dir)
         formats = manifest["mesh"].get("formats") or {"glb": manifest["mesh"]["file"]}
         row["files"] = {name: os.path.join(job_dir, file) for name, file in formats.items()}
+        row["warnings"] = self.importer.result_warnings(manifest)   # e.g. an unsure background removal
         if "usdz" in self.formats:
             try:
                 row["files"]["usdz"] = export_usdz(self.bpy, obj, os.path.join(job_dir, USDZ_FILE))

@@ -149,6 +149,13 @@ class _Snapshot:
         context.view_layer.objects.active = bpy.data.objects.get(self.active) if self.active else None
 
 
+def result_warnings(manifest):
+    """meta.json's plain-words doubts about the result (an unsure background removal); [] for none or
+    for results from before the field existed."""
+    warnings = manifest.get("warnings") if isinstance(manifest, dict) else None
+    return [str(w) for w in warnings] if isinstance(warnings, list) else []
+
+
 def import_result(context, path, name=None, options=None, location=None):
     """Import the result at `path` (job folder or its meta.json); returns the new top-level object.
 
@@ -193,6 +200,9 @@ def import_result(context, path, name=None, options=None, location=None):
         _place(context, obj, location)
         obj["gen3d_folder"] = folder
         obj["gen3d_job_id"] = manifest.get("job_id", "")
+        warnings = result_warnings(manifest)
+        if warnings:
+            obj["gen3d_warning"] = " ".join(warnings)   # kept with the object; the caller shows it
         for other in context.view_layer.objects:
             other.select_set(False)
         for new in new_objects:

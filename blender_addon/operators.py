@@ -151,13 +151,23 @@ class GEN3D_OT_import_result(bpy.types.Operator):
                 job.data["import_error"] = "Import failed: %s" % exc.message
                 session.sync_job(job)
             return fail(self, context, "Gen3D: %s" % exc.message, source="import")
+        warning = obj.get("gen3d_warning") or ""
         if job is not None:
             job.data["object_name"] = obj.name
+            job.data["warning"] = warning
             session.sync_job(job)
         elif item is not None:
             item.status, item.object_name, item.message = "COMPLETED", obj.name, "re-imported"
-        session.show_message(context.scene, "Imported %s." % obj.name, source="import")
-        self.report({"INFO"}, "Gen3D: imported %s" % obj.name)
+            item.warning = warning
+        if warning:
+            # exit 0 with a doubtful cut-out must not look like a clean success
+            text = "Imported %s. Warning: %s" % (obj.name, warning)
+            session.show_message(context.scene, text, source="import", warning=True)
+            print("Gen3D: " + text, file=sys.stderr)
+            self.report({"WARNING"}, "Gen3D: " + text)
+        else:
+            session.show_message(context.scene, "Imported %s." % obj.name, source="import")
+            self.report({"INFO"}, "Gen3D: imported %s" % obj.name)
         return {"FINISHED"}
 
 

@@ -71,6 +71,8 @@ class GEN3D_PG_job(bpy.types.PropertyGroup):
     folder: StringProperty(subtype="DIR_PATH")
     object_name: StringProperty()
     created: StringProperty()
+    # meta.json's warnings (an unsure background removal): the result is there but may be wrong
+    warning: StringProperty()
 
 
 class GEN3D_PG_scene(bpy.types.PropertyGroup):
@@ -124,6 +126,7 @@ class GEN3D_PG_scene(bpy.types.PropertyGroup):
     # cleared when that goes away (another image chosen, the job's row removed).
     message_source: StringProperty()
     message_is_error: BoolProperty()
+    message_is_warning: BoolProperty()
 
 
 def request_fields(props):

@@ -169,7 +169,8 @@ def sync_job(job, force=False):
         scene.gen3d.job_index = len(scene.gen3d.jobs) - 1
     imported = job.data.get("object_name")
     _set(item, status=status, stage=job.stage, progress=job.progress,
-         message=job.data.get("import_error") or job.message, object_name=imported or "")
+         message=job.data.get("import_error") or job.message, object_name=imported or "",
+         warning=job.data.get("warning") or "")
 
 
 def row_status(item):
@@ -269,10 +270,10 @@ def _after_load(*_args):
                 sync_job(job)
 
 
-def show_message(scene, text, error=False, source=""):
+def show_message(scene, text, error=False, source="", warning=False):
     """The panel's message box; `source` says what it is about so it can be cleared when that goes
     away ("generate", "import", "job:<id>"; see props.GEN3D_PG_scene.message_source)."""
-    _set(scene.gen3d, message=text, message_is_error=error, message_source=source)
+    _set(scene.gen3d, message=text, message_is_error=error, message_is_warning=warning, message_source=source)
     redraw()
 
 

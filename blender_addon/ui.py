@@ -98,19 +98,23 @@ def job_summary(item):
     status = session.row_status(item)
     status = STATUS_NAMES.get(status, status.capitalize())
     detail = item.object_name or live_state(item)[2] or item.stage
+    if getattr(item, "warning", "") and status == STATUS_NAMES.get("COMPLETED"):
+        # the result may be wrong (an unsure cut-out): the row says so, the message box says why
+        first = item.warning.split(". ")[0]
+        detail = "%s - warning: %s" % (detail, first) if detail else "warning: %s" % first
     if not detail or detail.lower() == status.lower():
         return status
     return "%s %s" % (status, detail) if detail.startswith("during ") else "%s: %s" % (status, detail)
 
 
-def draw_message(layout, text, error):
+def draw_message(layout, text, error, warning=False):
     box = layout.box()
     lines = [piece for paragraph in text.splitlines() for piece in (textwrap.wrap(paragraph, WRAP_CHARS) or [""])]
     for index, line in enumerate(lines[:session.MESSAGE_LINES]):
         row = box.row()
         row.scale_y = 0.7
         if index == 0:
-            row.label(text=line, icon="ERROR" if error else "INFO")
+            row.label(text=line, icon="ERROR" if error or warning else "INFO")
             row.operator("gen3d.clear_message", text="", icon="X", emboss=False)
         else:
             row.label(text=line)
@@ -161,7 +165,7 @@ class GEN3D_PT_main(bpy.types.Panel):
                 draw_progress(box, progress, "%s %d%%" % (stage, round(progress * 100)))
                 draw_lines(box, message)         # e.g. the remote endpoint cannot be reached, retrying
         if props.message:
-            draw_message(layout, props.message, props.message_is_error)
+            draw_message(layout, props.message, props.message_is_error, props.message_is_warning)
 
         prefs = get_prefs(context)
         settings = backend_settings(prefs)

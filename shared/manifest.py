@@ -49,9 +49,13 @@ def describe_files(directory, names):
 
 
 def build_manifest(directory, job_id, request, shape_engine, texture_engine, mesh, timings,
-                   device, peak_memory_mb, status="completed", frame="upright", view=None):
+                   device, peak_memory_mb, status="completed", frame="upright", view=None, foreground=None,
+                   warnings=()):
     """`mesh` is {"vertices": int, "faces": int, "bounds": [[x,y,z],[x,y,z]]}; `view` is the input camera
-    the engine assumed or estimated, {"azimuth_deg", "elevation_deg"} (default: the front, level)."""
+    the engine assumed or estimated, {"azimuth_deg", "elevation_deg"} (default: the front, level).
+    `foreground` says how the background was removed and how sure the cut-out is ({"method", "confidence",
+    "unsure", "reasons"[, "views": {name: same}]}; None leaves it out); `warnings` are plain-words doubts
+    about the result (an unsure cut-out), [] when there are none."""
     textured = texture_engine is not None
     formats = request.formats
     timings = {key: round(float(timings.get(key, 0.0)), 4) for key in TIMING_KEYS}
@@ -70,6 +74,8 @@ def build_manifest(directory, job_id, request, shape_engine, texture_engine, mes
         "timings": timings,
         "device": device,
         "peak_memory_mb": round(float(peak_memory_mb), 1),
+        **({"foreground": foreground} if foreground is not None else {}),
+        "warnings": [str(w) for w in warnings or ()],
     }
 
 

@@ -132,6 +132,23 @@ def check_material(material, uv_map, ao_multiplied):
     assert ["Principled BSDF", "BSDF", "Material Output", "Surface"] in material["links"]
 
 
+def test_an_unsure_cut_out_is_shown_on_the_job(zips, tmp_path):
+    """A cluttered photo: the job completes (the worker exits 0) and is imported, but the job's row,
+    the panel and the object carry meta.json's warning instead of passing as a clean success."""
+    import shutil
+    image = str(tmp_path / "rocket.jpg")
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "rocket.jpg"), image)
+    config = harness.base_config("extension", zips[0], tmp_path, image=image)
+    report, _ = harness.run_driver("warning", config, tmp_path)
+    assert report["finished"] and report["job"]["status"] == "COMPLETED", report["job"]
+    assert report["job"]["object_name"] == "rocket" and not report["job"]["import_error"]
+    assert "background removal" in report["item_warning"] and "unsure" in report["item_warning"]
+    assert report["row"].startswith("Done: rocket - warning: ") and "unsure" in report["row"]
+    assert report["panel"]["is_warning"] and not report["panel"]["is_error"]
+    assert report["panel"]["message"].startswith("Imported rocket. Warning: ")
+    assert report["object_warning"] == report["item_warning"]
+
+
 def test_loaded_images_become_files_for_the_backend(zips, tmp_path):
     image = harness.copy_image("sphere", tmp_path)
     config = {"kind": "legacy", "zip": zips[1], "image": image, "out": str(tmp_path / "out")}

@@ -78,12 +78,15 @@ class TextureResult:
 class JobContext:
     """What an engine sees of a job: parameters, the framed input, device, progress and cancel."""
 
-    def __init__(self, request, image, device, work_dir, report=None, cancel=None, views=None):
+    def __init__(self, request, image, device, work_dir, report=None, cancel=None, views=None,
+                 foreground=None, warnings=()):
         self.request = request
         self.image = image            # framed RGBA uint8 (input.png)
         self.views = views or {}      # "right"/"back"/"left" -> framed RGBA uint8 (input_<name>.png)
         self.device = device          # torch.device
         self.work_dir = work_dir      # a private scratch folder for this job
+        self.foreground = foreground  # how the background was removed and how sure (meta.json `foreground`)
+        self.warnings = list(warnings)  # plain-words doubts about the result (meta.json `warnings`)
         self._report = report
         self._cancel = cancel or threading.Event()
 

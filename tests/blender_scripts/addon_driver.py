@@ -593,6 +593,32 @@ def scenario_inspect_blend(config, report):
         report["objects"][obj.name] = entry
 
 
+def scenario_warning(config, report):
+    """A job whose cut-out is unsure (a cluttered photo): it completes and is imported, and the job's
+    row, the panel's message and the object say so."""
+    module = install(config["kind"], config["zip"])
+    session, ui = submodule(module, "session"), submodule(module, "ui")
+    configure(module, config)
+    scene = bpy.context.scene
+    set_request(scene, config)
+    scene.gen3d.source = "FILE"
+    scene.gen3d.filepath = config["image"]
+    result, error = run_operator(bpy.ops.gen3d.generate)
+    assert error is None, error
+    job = next(iter(session.manager.jobs.values()))
+    report["finished"] = pump(session, lambda: job.data.get("object_name") or job.data.get("import_error")
+                              or job.status in ("FAILED", "CANCELLED"), config["timeout"])
+    report["job"] = {"status": job.status, "message": job.message, "warning": job.data.get("warning"),
+                     "object_name": job.data.get("object_name"), "import_error": job.data.get("import_error")}
+    item = scene.gen3d.jobs[0]
+    report["row"] = ui.job_summary(item)
+    report["item_warning"] = item.warning
+    report["panel"] = {"message": scene.gen3d.message, "is_warning": scene.gen3d.message_is_warning,
+                       "is_error": scene.gen3d.message_is_error}
+    obj = bpy.data.objects.get(job.data.get("object_name") or "")
+    report["object_warning"] = obj.get("gen3d_warning") if obj is not None else None
+
+
 SCENARIOS = {name[len("scenario_"):]: function for name, function in globals().items()
              if name.startswith("scenario_")}
 
