@@ -297,7 +297,8 @@ class Pipeline:
         rgba = foreground.foreground_rgba(pixels, has_alpha, request.remove_background, request.seed,
                                           check=lambda: report("preprocess", 0.3),
                                           cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
-        framed, _info = foreground.frame(rgba)
+        framed, info = foreground.frame(rgba)
+        framing = {"front": info}
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))
         views = {}
@@ -309,7 +310,7 @@ class Pipeline:
                 view_rgba = foreground.foreground_rgba(view_pixels, view_alpha, request.remove_background,
                                                        request.seed, check=lambda: report("preprocess", 0.5),
                                                        cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
-                views[view_name], _ = foreground.frame(view_rgba)
+                views[view_name], framing[view_name] = foreground.frame(view_rgba)
             except Gen3DError as exc:
                 exc.message = "The %s view: %s" % (view_name, exc.message)
                 raise
@@ -322,7 +323,7 @@ class Pipeline:
                                    request.texture_size)
         timings["preprocess"] = time.perf_counter() - t0
 
-        job = JobContext(request, framed, self.device, staging, report, cancel, views=views)
+        job = JobContext(request, framed, self.device, staging, report, cancel, views=views, framing=framing)
         if plan is not None:
             return self._texture_given(job, plan, texture_engine, staging, job_id, timings, started, report)
         t0 = time.perf_counter()

@@ -86,7 +86,8 @@ class BuiltinEngine(base.Engine):
         elevation = estimated_elevation(field)
         if job.views:
             try:
-                shape_model.add_views(field, job.views, elevation)
+                known = elevation if field.info.get("revolution") and field.info.get("shading_reliable") else None
+                elevation = shape_model.add_views(field, job.views, known, job.image, job.framing)
             except ValueError as exc:
                 raise Gen3DError(EMPTY_FOREGROUND, "An extra view has no object outline (%s). Give views where the "
                                  "object stands out from its background." % exc, stage="shape", retryable=False)
