@@ -506,7 +506,8 @@ def clean_mask(fg, keep_ratio=0.1, hole_ratio=0.002):
 def frame(rgba):
     """Crop to the object, centre it in a square with a margin, and resize the square to 512..1024 px.
 
-    Returns (framed RGBA uint8, info) where info records the crop for anyone mapping back.
+    Returns (framed RGBA uint8, info) where info records the crop for anyone mapping back: the square
+    [x0, y0, side, side] in the input's pixels, the framed size, and the input's [height, width].
     """
     alpha = rgba[..., 3]
     solid = alpha > 127
@@ -526,7 +527,7 @@ def frame(rgba):
     if out_side != side:
         interpolation = cv2.INTER_AREA if out_side < side else cv2.INTER_LINEAR
         canvas = _resize_rgba(canvas, out_side, interpolation)
-    return canvas, {"crop": [int(x0), int(y0), side, side], "size": out_side}
+    return canvas, {"crop": [int(x0), int(y0), side, side], "size": out_side, "raw": list(rgba.shape[:2])}
 
 
 def _resize_rgba(rgba, side, interpolation):

@@ -299,7 +299,8 @@ class Pipeline:
             pixels, has_alpha, request.remove_background, request.seed, check=lambda: report("preprocess", 0.3),
             cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
         warnings = [w for w in [foreground.unsure_warning(cut_record)] if w]
-        framed, _info = foreground.frame(rgba)
+        framed, info = foreground.frame(rgba)
+        framing = {"front": info}
         with open(os.path.join(staging, INPUT_FILE), "wb") as handle:
             handle.write(export.encode_png(framed))
         views = {}
@@ -314,7 +315,7 @@ class Pipeline:
                     cut_out=getattr(shape_engine or texture_engine, "cut_out", None))
                 cut_record.setdefault("views", {})[view_name] = view_record
                 warnings += [w for w in [foreground.unsure_warning(view_record, "the %s view" % view_name)] if w]
-                views[view_name], _ = foreground.frame(view_rgba)
+                views[view_name], framing[view_name] = foreground.frame(view_rgba)
             except Gen3DError as exc:
                 exc.message = "The %s view: %s" % (view_name, exc.message)
                 raise
@@ -328,7 +329,7 @@ class Pipeline:
         timings["preprocess"] = time.perf_counter() - t0
 
         job = JobContext(request, framed, self.device, staging, report, cancel, views=views,
-                         foreground=cut_record, warnings=warnings)
+                         foreground=cut_record, warnings=warnings, framing=framing)
         if plan is not None:
             return self._texture_given(job, plan, texture_engine, staging, job_id, timings, started, report)
         t0 = time.perf_counter()

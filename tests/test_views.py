@@ -194,3 +194,104 @@ def test_batch_finds_views_next_to_the_image_name(tmp_path):
     assert batch.views_for("/photos/lamp.png", str(tmp_path)) is None
     assert batch.views_for("/photos/chair.png", None) is None
     assert batch.parse_args(["a.png", "--out", "o", "--views-from", str(tmp_path)]).views_from == str(tmp_path)
+
+
+# --- cameras from the views (toy_car and cone: the dev cases at 256 px, camera elevation 20) -----------
+
+TOY_CAR = os.path.join(HERE, "data", "toy_car_views")
+CONE = os.path.join(HERE, "data", "cone_views")
+VIEW_NAMES = ("right", "back", "left")
+
+
+def _views(case, names=VIEW_NAMES):
+    return {name: os.path.join(case, "view_%s.png" % name) for name in names}
+
+
+def _framed(path):
+    from backend_local import foreground, imageio
+
+    with open(path, "rb") as handle:
+        pixels, has_alpha = imageio.open_image(handle.read())
+    return foreground.frame(foreground.foreground_rgba(pixels, has_alpha, True, 1234))
+
+
+def test_views_tell_the_elevation_the_single_view_cannot():
+    """The toy car is no solid of revolution, so its single view gives no elevation (0); the hull of
+    its four silhouettes reproduces them all only at the camera's 20 degrees. (Before: the views were
+    carved at the single view's 0 degrees, which cut the car and put the back photo on its front:
+    front PSNR 13 dB.)"""
+    import torch
+    from backend_local.engines.builtin import multiview, shape
+
+    front, info = _framed(os.path.join(TOY_CAR, "input.png"))
+    views, framings = {}, {"front": info}
+    for name, path in _views(TOY_CAR).items():
+        views[name], framings[name] = _framed(path)
+    field = shape.reconstruct_field(front, torch.device("cpu"))
+    assert not field.info.get("revolution")
+    elevation = shape.add_views(field, views, None, front, framings)
+    assert abs(elevation - 20.0) <= 2.0, field.info["views"]
+    assert field.info["views"]["registration"] == "turntable"
+    sdfs = {name: multiview._silhouette_sdf(image[..., 3]) for name, image in views.items()}
+    frames = {name: multiview.Framing.from_info(value) for name, value in framings.items()}
+    camera = multiview.front_camera(front)
+    depth = multiview._depth_range(camera, views, frames)
+
+    def agreement(e):
+        return multiview.consistency(multiview.turntable(views, sdfs, frames, front, e) + [camera], depth, 200)
+    assert agreement(20.0) >= 0.99 and agreement(0.0) <= 0.9, (agreement(20.0), agreement(0.0))
+
+
+@pytest.fixture(scope="module")
+def toy_car_result(tmp_path_factory):
+    from backend_local.pipeline import Pipeline
+
+    out = tmp_path_factory.mktemp("toy_car") / "multi"
+    request = parse_request({"image_path": os.path.join(TOY_CAR, "input.png"), "face_count": 5000,
+                             "texture_size": 256, "views": _views(TOY_CAR)})
+    return out, Pipeline("cpu").run(request, str(out))
+
+
+def test_front_texture_stays_the_front_photo_with_views(toy_car_result):
+    from render_psnr import psnr
+
+    out, manifest = toy_car_result
+    assert abs(manifest["view"]["elevation_deg"] - 20.0) <= 2.0
+    values = {name: psnr(str(out), None if name == "front" else name)[0] for name in ("front",) + VIEW_NAMES}
+    # before: front 13.0, right 15.9, back 15.2, left 13.9 dB (dev set, 512 px); now (256 px) front 20.6,
+    # right 23.5, back 22.6, left 20.7: the hull is still only close to the car (F@0.05 ~0.65), short of 30
+    assert min(values.values()) >= 19.5 and values["front"] >= 19.5, values
+
+
+def test_cone_keeps_its_shape_with_views(tmp_path):
+    """Single view: F@0.05 1.00 on the dev cone; with its views it dropped to 0.67 (the views were
+    registered by the single-view shape's height at a wrong offset, and carved its base away)."""
+    from backend_local.pipeline import Pipeline
+    from metrics import score_case
+
+    request = parse_request({"image_path": os.path.join(CONE, "input.png"), "face_count": 5000,
+                             "texture": False, "views": _views(CONE)})
+    manifest = Pipeline("cpu").run(request, str(tmp_path / "cone"))
+    assert abs(manifest["view"]["elevation_deg"] - 20.0) <= 2.0
+    scores = score_case(str(tmp_path / "cone" / "mesh.glb"), os.path.join(CONE, "gt.glb"),
+                        os.path.join(CONE, "camera.json"))
+    assert scores["f@0.05"] >= 0.95 and scores["iou_side"] >= 0.9, scores
+
+
+def test_given_mesh_is_painted_from_its_views(tmp_path):
+    """Texturing a given mesh (the cone's ground truth) with a back view: the back is the back photo,
+    not the front mirrored (before, the views were read and then ignored for a given mesh)."""
+    from backend_local.pipeline import Pipeline
+    from render_psnr import psnr
+
+    base = {"image_path": os.path.join(CONE, "input.png"), "mesh_path": os.path.join(CONE, "gt.glb"),
+            "mesh_view": {"azimuth_deg": 0.0, "elevation_deg": 20.0}, "texture_size": 256}
+    pipeline = Pipeline("cpu")
+    pipeline.run(parse_request(base), str(tmp_path / "front"))
+    pipeline.run(parse_request(dict(base, views=_views(CONE, ("back",)))), str(tmp_path / "views"))
+    shutil.copy(str(tmp_path / "views" / "input_back.png"), str(tmp_path / "front"))
+    mirrored, projected = psnr(str(tmp_path / "front"), "back")[0], psnr(str(tmp_path / "views"), "back")[0]
+    # measured at 256 px: mirrored 23.1 dB, projected 27.9 dB
+    assert projected >= 27.0 and projected > mirrored + 3.0, (mirrored, projected)
+    # the front loses a little where the back view's colours blend in at grazing angles (28.8 dB measured)
+    assert psnr(str(tmp_path / "views"))[0] >= 28.0

@@ -79,10 +79,13 @@ class JobContext:
     """What an engine sees of a job: parameters, the framed input, device, progress and cancel."""
 
     def __init__(self, request, image, device, work_dir, report=None, cancel=None, views=None,
-                 foreground=None, warnings=()):
+                 foreground=None, warnings=(), framing=None):
         self.request = request
         self.image = image            # framed RGBA uint8 (input.png)
         self.views = views or {}      # "right"/"back"/"left" -> framed RGBA uint8 (input_<name>.png)
+        # "front" and each view's name -> foreground.frame's info (crop in the raw image, raw size), when
+        # known: views taken with one camera can then be registered from where they were cut out.
+        self.framing = framing
         self.device = device          # torch.device
         self.work_dir = work_dir      # a private scratch folder for this job
         self.foreground = foreground  # how the background was removed and how sure (meta.json `foreground`)

@@ -5,6 +5,7 @@ import torch
 import trimesh
 
 from shared.errors import EMPTY_FOREGROUND, Gen3DError
+from shared.request import VIEW_AZIMUTHS
 
 from .. import base
 from ...mesh_ops import decimate, drop_small_components, normalize
@@ -71,6 +72,24 @@ def _extra_views(field, scale, offset):
     return views
 
 
+def _fitted_views(vertices, job):
+    """The extra views of a mesh that came with no registration (a given mesh, in the input camera's
+    frame): each view's camera circled about the vertical axis at the input camera's elevation
+    (mesh_view's, DESIGN.md "Coordinates"), its projection fitted to the view's silhouette like the
+    front's (base.fit_view)."""
+    if not job.views:
+        return None
+    from ...texturing.mesh_view import view_record
+    from .multiview import view_rotation
+
+    elevation = view_record(job.request.mesh_view)["elevation_deg"] if job.request.has_mesh else 0.0
+    views = {}
+    for name, image in job.views.items():
+        rotation = view_rotation(VIEW_AZIMUTHS[name], elevation)
+        views[name] = base.ExtraView(rotation, base.fit_view(vertices @ rotation.T, image[..., 3]), image)
+    return views
+
+
 class BuiltinEngine(base.Engine):
     name = "builtin"
     capabilities = frozenset({base.SHAPE, base.TEXTURE, base.MULTIVIEW, base.TEXTURE_EXISTING})
@@ -86,7 +105,8 @@ class BuiltinEngine(base.Engine):
         elevation = estimated_elevation(field)
         if job.views:
             try:
-                shape_model.add_views(field, job.views, elevation)
+                known = elevation if field.info.get("revolution") and field.info.get("shading_reliable") else None
+                elevation = shape_model.add_views(field, job.views, known, job.image, job.framing)
             except ValueError as exc:
                 raise Gen3DError(EMPTY_FOREGROUND, "An extra view has no object outline (%s). Give views where the "
                                  "object stands out from its background." % exc, stage="shape", retryable=False)
@@ -112,7 +132,7 @@ class BuiltinEngine(base.Engine):
     def generate_texture(self, job, shape):
         view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
         detail = shape.detail if callable(shape.detail) else None
+        views = shape.views if shape.view is not None else _fitted_views(shape.vertices, job)
         baked = bake_textures(job, shape.vertices, shape.faces, view, job.request.texture_size, detail,
-                              views=shape.views if shape.view is not None else None,
-                              uv_layout=shape.uv_layout, vertex_normals=shape.normals)
+                              views=views, uv_layout=shape.uv_layout, vertex_normals=shape.normals)
         return base.TextureResult(baked["vertices"], baked["faces"], baked["uvs"], baked["maps"], baked["normals"])

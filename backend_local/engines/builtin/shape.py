@@ -681,40 +681,23 @@ def _mirror_core(mask, axis_col):
     return mirrored, mirrored & mask
 
 
-def add_views(fld: ShapeField, views: dict, elevation_deg: float) -> ShapeField:
-    """Carve the field with extra views (name -> framed RGBA; see multiview.py). Returns the same
-    field, whose samples and normals from now on include the views."""
+def add_views(fld: ShapeField, views: dict, elevation_deg: float, front_image: np.ndarray,
+              framings: dict = None) -> float:
+    """Carve the field with extra views (name -> framed RGBA; see multiview.py); `framings` (name,
+    "front" too -> foreground.frame's info) lets them be registered as one turntable. The field's
+    samples and normals from now on include the views. `elevation_deg`: the single view's estimate, or
+    None when it has none. Returns the camera elevation (degrees) the views agree on."""
     from . import multiview
 
-    def front(xyz):
-        return _sample_maps(fld.maps[2:3], xyz[..., 0], xyz[..., 1], fld.x0, fld.y0, fld.cell)[0]
-
-    combined = multiview.build(fld, views, elevation_deg, sample_grid, front)
+    combined = multiview.build(lambda xyz: _single_view(fld, xyz.to(fld.maps.dtype)), views, elevation_deg,
+                               front_image, framings)
     fld.multiview = combined
-    fld.z_extent = _views_depth(fld, views, combined)
+    fld.z_extent = combined.z_extent
     fld.values = fld.gradient = None
     fld.info.pop("grid_resolution", None)
-    fld.info["views"] = {c.name: dict(scale=round(c.scale, 4), cx=round(c.cx, 2), cy=round(c.cy, 2))
-                         for c in combined.cameras}
-    return fld
-
-
-def _views_depth(fld, views, combined, cells=64):
-    """The combined solid's depth range: the views may add depth the single view lacked, beyond the
-    range the marching-cubes grid was cropped to."""
-    ii = torch.nonzero(fld.mask.any(1)).flatten()
-    jj = torch.nonzero(fld.mask.any(0)).flatten()
-    xs = torch.linspace(fld.x0 + fld.cell * float(jj.min()), fld.x0 + fld.cell * float(jj.max()), cells)
-    ys = torch.linspace(fld.y0 - fld.cell * float(ii.max()), fld.y0 - fld.cell * float(ii.min()), cells)
-    reach = max(v.shape[0] for v in views.values()) / min(c.scale for c in combined.cameras)
-    zs = torch.linspace(-reach, reach, 4 * cells)
-    X, Y, Z = torch.meshgrid(xs, ys, zs, indexing="ij")
-    inside = evaluate(fld, torch.stack([X, Y, Z], -1)) < 0
-    if not bool(inside.any()):
-        return fld.z_extent
-    depth = Z[inside]
-    step = float(zs[1] - zs[0])
-    return (min(fld.z_extent[0], float(depth.min()) - 2 * step), max(fld.z_extent[1], float(depth.max()) + 2 * step))
+    fld.info["views"] = dict(combined.info, cameras={c.name: dict(scale=round(c.scale, 4), cx=round(c.cx, 2),
+                                                                   cy=round(c.cy, 2)) for c in combined.cameras})
+    return combined.elevation_deg
 
 
 def sample_grid(fld: ShapeField, resolution: int):
