@@ -172,3 +172,37 @@ def test_tilt_is_read_from_shading_for_a_solid_of_revolution():
 def test_empty_foreground_is_rejected():
     with pytest.raises(ValueError):
         shape.reconstruct_field(np.zeros((64, 64, 4), np.uint8), CPU)
+
+
+def test_a_surface_decimation_tears_is_thickened_by_half_a_cell_and_kept(monkeypatch):
+    """A part thinner than a grid cell (a leaf the views carve down to a sheet) gives sheets that every
+    decimation try tears. The engine then offsets the surface outwards by half a grid cell and extracts
+    it again, instead of failing the job as INTERNAL."""
+    import types
+
+    from backend_local.engines.builtin import engine as builtin_engine
+    from shared.errors import Gen3DError
+
+    fld = shape.reconstruct_field(_shaded_sphere(), CPU, seed=0)
+    request = types.SimpleNamespace(face_count=3000, octree_resolution=64)
+    job = types.SimpleNamespace(progress=lambda *args: None)
+    real = builtin_engine.decimate
+    calls = []
+
+    def tears_the_first_surface(vertices, faces, target, require_closed=False):
+        calls.append(np.ptp(np.asarray(vertices), axis=0).max())
+        if len(calls) == 1:
+            raise Gen3DError("INTERNAL", "Simplifying the mesh kept tearing it")
+        return real(vertices, faces, target, require_closed=require_closed)
+
+    monkeypatch.setattr(builtin_engine, "decimate", tears_the_first_surface)
+    v, f = builtin_engine.BuiltinEngine._surface(job, fld, request)
+    mesh = trimesh.Trimesh(v, f, process=False)
+    _check_closed(v, f, mesh)
+    assert abs(len(f) - 3000) <= 300
+    assert len(calls) == 2 and calls[1] - calls[0] == pytest.approx(fld.grid_step, rel=0.2)   # half a cell each side
+
+    always = lambda *args, **kwargs: (_ for _ in ()).throw(Gen3DError("INTERNAL", "kept tearing"))  # noqa: E731
+    monkeypatch.setattr(builtin_engine, "decimate", always)
+    with pytest.raises(Gen3DError):                  # thickened twice, then the error is the job's
+        builtin_engine.BuiltinEngine._surface(job, fld, request)

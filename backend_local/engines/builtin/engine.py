@@ -24,6 +24,10 @@ PROBE_GRID = 32
 _MIN_GRID, _MAX_GRID = 64, 512   # below 64 cells the detail normals sampled from the grid blur
 
 
+# Outward offsets (in grid cells, cumulative) tried when the surface is too thin to decimate closed.
+THICKENING_CELLS = (0.5, 0.5, None)
+
+
 def grid_for(field, face_count, octree_resolution):
     values, _origin, step = shape_model.sample_grid(field, PROBE_GRID)
     probe_faces = shape_model.count_surface_faces(values, step)
@@ -111,13 +115,7 @@ class BuiltinEngine(base.Engine):
                 raise Gen3DError(EMPTY_FOREGROUND, "An extra view has no object outline (%s). Give views where the "
                                  "object stands out from its background." % exc, stage="shape", retryable=False)
         job.progress("shape", 0.4, "shape field")
-        vertices, faces = shape_model.extract_mesh(field, grid_for(field, request.face_count,
-                                                                             request.octree_resolution))
-        job.progress("shape", 0.7, "surface extracted")
-        vertices, faces = drop_small_components(vertices, faces)
-        vertices, faces = reach_face_count(vertices, faces, request.face_count)
-        # decimate() checks the result is closed and outward-facing (retrying if a collapse tore it)
-        vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
+        vertices, faces = self._surface(job, field, request)
         vertices, scale, offset = normalize(vertices)
         size = job.image.shape[0]
         view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
@@ -128,6 +126,26 @@ class BuiltinEngine(base.Engine):
 
         return base.ShapeResult(vertices, faces, view=view, detail=detail_normals, elevation_deg=elevation,
                                 views=_extra_views(field, scale, offset))
+
+    @staticmethod
+    def _surface(job, field, request):
+        """The closed mesh at the face count. A part thinner than a grid cell (a leaf that the views carve
+        down to a sheet) gives marching cubes sheets that decimation keeps tearing; then the surface is
+        offset outwards by half a cell, then a whole one, so it has the thickness the grid can hold."""
+        resolution = grid_for(field, request.face_count, request.octree_resolution)
+        for thickening in THICKENING_CELLS:
+            vertices, faces = shape_model.extract_mesh(field, resolution)
+            job.progress("shape", 0.7, "surface extracted")
+            vertices, faces = drop_small_components(vertices, faces)
+            vertices, faces = reach_face_count(vertices, faces, request.face_count)
+            try:
+                # decimate() checks the result is closed and outward-facing (retrying if a collapse tore it)
+                return decimate(vertices, faces, request.face_count, require_closed=True)
+            except Gen3DError:
+                if thickening is None:
+                    raise
+                field.values = field.values - thickening * field.grid_step
+                field.gradient = None
 
     def generate_texture(self, job, shape):
         view = shape.view or base.fit_view(shape.vertices, job.image[..., 3])
