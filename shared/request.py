@@ -272,22 +272,9 @@ def _check_mesh_source(data, allow_path):
         if data.get("mesh_view") is not None:
             raise invalid("mesh_view", "needs a mesh (mesh, mesh_url or mesh_path) to place the camera against")
         return {}
-    if len(given) > 1:
-        raise invalid(given[1], "cannot be combined with '%s'; give exactly one mesh source" % given[0])
-    key = given[0]
-    value = data[key]
-    if not isinstance(value, str):
-        raise invalid(key, "must be a string")
-    if key == "mesh":
-        decode_base64_mesh(value)
-    elif key == "mesh_url":
-        scheme = value.split(":", 1)[0].lower() if ":" in value else ""
-        if scheme not in ("http", "https"):
-            raise invalid("mesh_url", "must be an http or https URL")
-    elif not allow_path:
-        raise invalid("mesh_path", "is only accepted by the local backend; send the mesh itself "
-                      "(base64 'mesh') or a 'mesh_url' to a remote endpoint")
-    elif value.rsplit(".", 1)[-1].lower() not in INPUT_MESH_FORMATS:
+    key, value = _one_source(data, given, "mesh", decode_base64_mesh, allow_path,
+                             "send the mesh itself (base64 'mesh') or a 'mesh_url' to a remote endpoint")
+    if key == "mesh_path" and value.rsplit(".", 1)[-1].lower() not in INPUT_MESH_FORMATS:
         raise invalid("mesh_path", "must name a .glb or .obj file, got %r" % value)
     return {key: value, "mesh_view": check_mesh_view(data.get("mesh_view"))}
 
@@ -330,22 +317,29 @@ def _check_image_source(data, allow_path):
     given = [k for k in IMAGE_FIELDS if data.get(k) not in (None, "")]
     if not given:
         raise invalid("image", "is missing: give one of image (base64), image_url or image_path")
+    key, value = _one_source(data, given, "image", decode_base64_image, allow_path,
+                             "send the image itself (base64 'image') or an 'image_url' to a remote endpoint")
+    return {key: value}
+
+
+def _one_source(data, given, noun, decode, allow_path, remote_hint):
+    """The one given field of `noun`, `noun`_url, `noun`_path: a string, base64 that decodes, an http(s)
+    URL, or a path (local backend only). Returns (field, value)."""
     if len(given) > 1:
-        raise invalid(given[1], "cannot be combined with '%s'; give exactly one image source" % given[0])
+        raise invalid(given[1], "cannot be combined with '%s'; give exactly one %s source" % (given[0], noun))
     key = given[0]
     value = data[key]
     if not isinstance(value, str):
         raise invalid(key, "must be a string")
-    if key == "image":
-        decode_base64_image(value)
-    elif key == "image_url":
+    if key == noun:
+        decode(value)
+    elif key == noun + "_url":
         scheme = value.split(":", 1)[0].lower() if ":" in value else ""
         if scheme not in ("http", "https"):
-            raise invalid("image_url", "must be an http or https URL")
+            raise invalid(key, "must be an http or https URL")
     elif not allow_path:
-        raise invalid("image_path", "is only accepted by the local backend; send the image itself "
-                      "(base64 'image') or an 'image_url' to a remote endpoint")
-    return {key: value}
+        raise invalid(key, "is only accepted by the local backend; " + remote_hint)
+    return key, value
 
 
 def _view_source(name, value, allow_path):
