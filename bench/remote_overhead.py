@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +28,7 @@ sys.path.insert(0, ROOT)
 
 import httpx  # noqa: E402
 
+from bench.server_process import launch  # noqa: E402
 from blender_addon.remote_client import RemoteClient  # noqa: E402
 from blender_addon.settings import REMOTE, BackendSettings  # noqa: E402
 
@@ -77,20 +77,9 @@ def start_server(work, storage):
         moto, s3_env = start_moto()
         env.update(s3_env)
         cmd += ["--storage", "s3://%s/bench" % BUCKET]
-    log_path = os.path.join(work, "server.log")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = "http://127.0.0.1:%d" % port
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/health", headers=auth(), timeout=1).status_code == 200:
-                return proc, url, moto
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    with open(log_path) as log:
-        raise SystemExit("the server did not start:\n" + log.read()[-3000:])
+    proc = launch(cmd, ROOT, env, os.path.join(work, "server.log"), url, auth(), timeout_s=120, poll_s=0.1)
+    return proc, url, moto
 
 
 def auth():

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ sys.path.insert(0, ROOT)
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+
+from bench.server_process import launch  # noqa: E402
 
 API_KEY = "soak-key"
 SMALL = {"face_count": 1000, "texture_size": 256, "octree_resolution": 64}
@@ -55,20 +56,9 @@ def start_server(work):
            "--api-key-file", key_file, "--data-dir", os.path.join(work, "data"), "--device", "cpu",
            "--log-level", "warning"]
     log_path = os.path.join(work, "server.log")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=log,
-                                stderr=subprocess.STDOUT)
     url = "http://127.0.0.1:%d" % port
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/health", headers=auth(), timeout=1).status_code == 200:
-                return proc, url, log_path
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    with open(log_path) as log:
-        raise SystemExit("the server did not start:\n" + log.read()[-3000:])
+    proc = launch(cmd, ROOT, dict(os.environ, PYTHONPATH=ROOT), log_path, url, auth(), timeout_s=180, poll_s=0.2)
+    return proc, url, log_path
 
 
 def auth():
