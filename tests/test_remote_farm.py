@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from farm_support import (FARM_ENV, ROOT, RedisServer, WorkerProcess, job_events, redis_server_binary)
+from farm_support import (FARM_ENV, HOOKED_PYTHONPATH, HOOKS_DIR, ROOT, RedisServer, WorkerProcess, job_events,
+                          redis_server_binary)
 from test_remote_support import BUCKET, ServerProcess, check_downloads, sphere_request, wait_for
 
 pytest_plugins = ["test_remote_support"]
@@ -43,7 +44,9 @@ class Farm:
                                     env=dict(moto.env, **FARM_ENV), extra_args=["--queue", self.redis.url]).start()
 
     def _worker(self, name):
-        return WorkerProcess(self.redis.url, STORAGE, self.moto.env, self.tmp, name).start()
+        # With tests/farm_hooks: the seeds the cancel test uses wait for their cancel flag first.
+        return WorkerProcess(self.redis.url, STORAGE, dict(self.moto.env, PYTHONPATH=HOOKED_PYTHONPATH), self.tmp,
+                             name).start()
 
     def restart_worker(self, name):
         self.workers[name].kill()
@@ -132,6 +135,8 @@ def test_jobs_spread_over_both_workers_and_a_repeat_delivery_publishes_nothing_n
 
 def test_cancel_reaches_running_and_queued_jobs_on_the_workers(farm):
     with farm.api() as api:
+        # Seeds 100 and 101 are held (tests/farm_hooks) until cancelled or for 30 s, so a fast machine
+        # cannot finish them before the cancel below reaches them.
         running = farm.submit(api, seed=100)
         other = farm.submit(api, seed=101)
         worker = farm.wait_in_progress(api, running)
@@ -237,14 +242,13 @@ def test_a_job_deaf_to_cancel_is_killed_after_the_grace_and_the_worker_serves_on
     """A job that never looks at its cancel flag: at --job-timeout the worker asks it to stop, at the
     grace after that Celery kills the pool process and starts a fresh one; the server marks the job
     TIMED_OUT, and the next job on the same worker completes."""
-    sys.path.insert(0, os.path.join(ROOT, "tests", "farm_stuck"))
+    sys.path.insert(0, HOOKS_DIR)
     from sitecustomize import STUCK_SEED
 
     grace = {"GEN3D_FARM_KILL_GRACE_S": "3"}
     redis_server = RedisServer(os.path.join(str(tmp_path), "redis")).start()
     client = redis_server.client()
-    stuck_path = os.pathsep.join([os.path.join(ROOT, "tests", "farm_stuck"), ROOT])
-    worker = WorkerProcess(redis_server.url, STORAGE, dict(moto_s3.env, PYTHONPATH=stuck_path, **grace), tmp_path,
+    worker = WorkerProcess(redis_server.url, STORAGE, dict(moto_s3.env, PYTHONPATH=HOOKED_PYTHONPATH, **grace), tmp_path,
                            "deaf@farm", job_timeout=DEAF_JOB_TIMEOUT_S)
     server = None
     try:
