@@ -192,7 +192,7 @@ def test_server_restart_while_workers_run_loses_nothing(farm):
 
 def test_pool_process_killed_mid_job_is_delivered_again_at_once(farm):
     with farm.api() as api:
-        job_id = farm.submit(api, seed=400)
+        job_id = farm.submit(api, seed=400)         # held 8 s at each delivery (tests/farm_hooks): killed mid-job
         worker = farm.wait_in_progress(api, job_id)
         killed_at = time.monotonic()
         for pid in farm.workers[worker].pool_pids():
@@ -207,7 +207,7 @@ def test_pool_process_killed_mid_job_is_delivered_again_at_once(farm):
 
 def test_worker_killed_mid_job_completes_on_the_other_with_one_result(farm):
     with farm.api() as api:
-        job_id = farm.submit(api, seed=500)
+        job_id = farm.submit(api, seed=500)         # held 8 s at each delivery (tests/farm_hooks)
         worker = farm.wait_in_progress(api, job_id)
         farm.workers[worker].kill()          # kill -9 of the whole worker: a lost machine
         body = wait_for(api, job_id, FINAL, timeout=float(FARM_ENV["GEN3D_FARM_VISIBILITY_S"]) + JOB_WAIT_S)
@@ -248,8 +248,8 @@ def test_a_job_deaf_to_cancel_is_killed_after_the_grace_and_the_worker_serves_on
     grace = {"GEN3D_FARM_KILL_GRACE_S": "3"}
     redis_server = RedisServer(os.path.join(str(tmp_path), "redis")).start()
     client = redis_server.client()
-    worker = WorkerProcess(redis_server.url, STORAGE, dict(moto_s3.env, PYTHONPATH=HOOKED_PYTHONPATH, **grace), tmp_path,
-                           "deaf@farm", job_timeout=DEAF_JOB_TIMEOUT_S)
+    worker = WorkerProcess(redis_server.url, STORAGE, dict(moto_s3.env, PYTHONPATH=HOOKED_PYTHONPATH, **grace),
+                           tmp_path, "deaf@farm", job_timeout=DEAF_JOB_TIMEOUT_S)
     server = None
     try:
         worker.start().wait_ready(client)

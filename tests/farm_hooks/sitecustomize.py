@@ -4,9 +4,10 @@ machine, before a test's cancel reaches it.
 
 - A job whose seed is STUCK_SEED hangs in the pipeline without ever looking at its cancel flag, as a
   wedged GPU kernel would: only a kill ends it.
-- A job whose seed is in HELD_SEEDS waits up to HOLD_S before its pipeline starts, listening to its
-  cancel flag (as every real stage does); cancelled, it stops as CANCELLED, otherwise it then runs
-  as usual.
+- A job whose seed is in HOLD_S waits up to that many seconds before its pipeline starts, listening
+  to its cancel flag (as every real stage does); cancelled, it stops as CANCELLED, otherwise it then
+  runs as usual. The cancel test holds its jobs long; the kill tests hold theirs a little, so the
+  kill lands mid-job (each delivery holds again).
 
 Every other job runs as usual. The patch is made in the Celery parent, so every pool process it
 forks, the replacement after a kill included, has it."""
@@ -14,8 +15,7 @@ forks, the replacement after a kill included, has it."""
 import time
 
 STUCK_SEED = 4242
-HELD_SEEDS = frozenset(range(100, 110))
-HOLD_S = 30.0
+HOLD_S = {**{seed: 30.0 for seed in range(100, 110)}, 400: 8.0, 500: 8.0}
 
 
 def _seed(request):
@@ -33,8 +33,8 @@ def _patch():
             while True:                   # deaf to cancel
                 time.sleep(0.5)
         cancel = kwargs.get("cancel")
-        if seed in HELD_SEEDS and cancel is not None:
-            cancel.wait(HOLD_S)           # the pipeline's first stage check then sees a set flag
+        if seed in HOLD_S and cancel is not None:
+            cancel.wait(HOLD_S[seed])           # the pipeline's first stage check then sees a set flag
         return run(self, request, *args, **kwargs)
 
     Pipeline.run = run_with_hooks
