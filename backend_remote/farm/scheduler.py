@@ -30,6 +30,7 @@ from .. import job_store
 from ..scheduler import Quotas, WaitsForJobs, record_submission
 from . import config
 
+EVENTS_BATCH = 200
 CONSUMER = "server"
 RECONCILE_S = 5.0
 
@@ -97,6 +98,9 @@ class FarmScheduler(WaitsForJobs):
         self._cond = threading.Condition()
         self._submit_lock = threading.Lock()
         self._stopping = threading.Event()
+        # set once the events loop has read the stream to its end since this start: until then an outcome
+        # key may be ahead of its own "started" event, and the sweep would record the job without its worker
+        self._caught_up = threading.Event()
         self._threads = []
         self._down_since = {}
 
@@ -219,7 +223,8 @@ class FarmScheduler(WaitsForJobs):
             if job is None:
                 self.ledger.forget(job_id)
             elif text:
-                self._apply_outcome(job_id, None, json.loads(text))
+                if self._caught_up.is_set():     # else the stream brings it, with the worker's name
+                    self._apply_outcome(job_id, None, json.loads(text))
             elif job.status in job_store.FINAL:
                 self.ledger.mark_finished(job_id)
             elif job.status == job_store.IN_PROGRESS and now - job.started_at > self.job_timeout_s + config.kill_grace_s():
@@ -255,11 +260,13 @@ class FarmScheduler(WaitsForJobs):
                     grouped = True
                 replies = self.client.xreadgroup(config.EVENTS_GROUP, CONSUMER,
                                                  {config.EVENTS_STREAM: "0" if backlog else ">"},
-                                                 count=200, block=None if backlog else 1000)
+                                                 count=EVENTS_BATCH, block=None if backlog else 1000)
                 self._back_up("read events")
                 entries = [entry for _stream, items in (replies or []) for entry in items]
                 if backlog and not entries:
                     backlog = False
+                elif not backlog and len(entries) < EVENTS_BATCH:
+                    self._caught_up.set()    # read to the stream's end (a short batch), new events only
                 for entry_id, fields in entries:
                     if fields:                # an entry trimmed away since it was read has no fields
                         self._apply(fields)
