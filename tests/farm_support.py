@@ -12,9 +12,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Short enough that a lost worker's job comes back within seconds; longer than any test job.
-HOOKS_DIR = os.path.join(ROOT, "tests", "farm_hooks")   # tests/farm_hooks/sitecustomize.py
+# Workers started with this PYTHONPATH import tests/farm_hooks/sitecustomize.py (held and stuck seeds).
+HOOKS_DIR = os.path.join(ROOT, "tests", "farm_hooks")
 HOOKED_PYTHONPATH = os.pathsep.join([HOOKS_DIR, ROOT])
+# Short enough that a lost worker's job comes back within seconds; longer than any test job.
 FARM_ENV = {"GEN3D_FARM_VISIBILITY_S": "110", "GEN3D_FARM_RESTORE_INTERVAL_S": "1"}
 WORKER_JOB_TIMEOUT_S = 100
 

@@ -44,7 +44,7 @@ class Farm:
                                     env=dict(moto.env, **FARM_ENV), extra_args=["--queue", self.redis.url]).start()
 
     def _worker(self, name):
-        # With tests/farm_hooks: the seeds the cancel test uses wait for their cancel flag first.
+        # With tests/farm_hooks: the cancel and kill tests' seeds wait (listening to cancel) before they run.
         return WorkerProcess(self.redis.url, STORAGE, dict(self.moto.env, PYTHONPATH=HOOKED_PYTHONPATH), self.tmp,
                              name).start()
 
