@@ -3,7 +3,8 @@
 
 The jobs are tiny builtin-engine jobs (about a second on an idle CPU, much more on the shared 2
 cores). The workers run with a 110 s visibility timeout so a lost machine's job comes back within
-the test.
+the test. One test drives the server's scheduler itself against the redis-server, so that a race the
+restart test only sometimes shows happens every time.
 """
 
 import json
@@ -11,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -188,6 +190,48 @@ def test_server_restart_while_workers_run_loses_nothing(farm):
         for job_id in ids:
             farm.check_one_result(job_id, wait_for(api, job_id, FINAL, timeout=JOB_WAIT_S))
             assert farm.device(job_id) in farm.workers
+
+
+def test_after_a_restart_the_sweep_leaves_outcomes_to_the_stream_until_it_is_read(tmp_path):
+    """The race behind the restart test, made certain: the sweep runs before the events loop has read
+    the stream (as at every start), and must not record a job under the placeholder worker 'farm'
+    while the stream still holds its started event; an outcome whose events were trimmed is still
+    applied by the sweep once the stream has been read."""
+    from backend_remote import job_store
+    from backend_remote.farm.results import Events, Outcomes
+    from backend_remote.farm.scheduler import FarmScheduler
+
+    redis_server = RedisServer(os.path.join(str(tmp_path), "redis")).start()
+    store = job_store.JobStore(os.path.join(str(tmp_path), "jobs.sqlite3"))
+    scheduler = FarmScheduler(store, None, redis_server.url, str(tmp_path))     # storage: no result is dropped
+    events = threading.Thread(target=scheduler._events_loop, daemon=True)
+    try:
+        streamed, trimmed = (scheduler.submit(sphere_request(**TINY)) for _ in range(2))
+        assert scheduler._dispatch_queued() and set(scheduler.ledger.in_flight()) == {streamed, trimmed}
+        client = redis_server.client()
+        manifest = {"files": {}}                 # the scheduler only stores it
+        Events(client, "w1@farm").started(streamed, 1)     # what w1@farm wrote while the server was down
+        for job_id in (streamed, trimmed):
+            Outcomes(client).record(job_id, {"status": "COMPLETED", "manifest": manifest})
+        Events(client, "w1@farm").outcome(streamed, {"status": "COMPLETED", "manifest": manifest})
+
+        scheduler._sweep()                       # before the events loop's first read
+        assert [store.get(job_id).status for job_id in (streamed, trimmed)] == ["IN_QUEUE", "IN_QUEUE"]
+        events.start()
+        job = scheduler.wait(streamed, timeout=20)
+        assert (job.status, job.device, job.output) == ("COMPLETED", "w1@farm", manifest)
+        assert scheduler._caught_up.wait(20) and store.get(trimmed).status == "IN_QUEUE"
+        scheduler._sweep()
+        job = store.get(trimmed)
+        assert (job.status, job.device, job.output) == ("COMPLETED", "farm", manifest)   # no event names a worker
+        assert scheduler.ledger.in_flight() == []
+    finally:
+        scheduler._stopping.set()
+        if events.is_alive():
+            events.join(10)
+        scheduler.stop()
+        store.close()
+        redis_server.stop()
 
 
 def test_pool_process_killed_mid_job_is_delivered_again_at_once(farm):
