@@ -263,14 +263,16 @@ class FarmScheduler(WaitsForJobs):
                                                  count=EVENTS_BATCH, block=None if backlog else 1000)
                 self._back_up("read events")
                 entries = [entry for _stream, items in (replies or []) for entry in items]
-                if backlog and not entries:
-                    backlog = False
-                elif not backlog and len(entries) < EVENTS_BATCH:
-                    self._caught_up.set()    # read to the stream's end (a short batch), new events only
                 for entry_id, fields in entries:
                     if fields:                # an entry trimmed away since it was read has no fields
                         self._apply(fields)
                     self.client.xack(config.EVENTS_STREAM, config.EVENTS_GROUP, entry_id)
+                if backlog and not entries:
+                    backlog = False
+                elif not backlog and len(entries) < EVENTS_BATCH:
+                    # read to the stream's end (a short batch) and applied: only now may the sweep apply an
+                    # outcome key, or it could beat this batch's started event and record no worker
+                    self._caught_up.set()
             except Exception as exc:
                 self._warn_down("read events", exc)
                 backlog, grouped = True, False   # a restarted Redis may have lost the group
