@@ -6,7 +6,7 @@ mkdir -p /tmp/site
 python3 -m pip install --no-deps --no-compile --no-cache-dir --no-index --target /tmp/site .hy/whl/*.whl >/tmp/pip.log 2>&1 \
   || { echo "wheel install failed"; tail -20 /tmp/pip.log; }
 [ -d /tmp/site/pymeshlab ] || tar -xJf .hy/pymeshlab-trim.tar.xz -C /tmp/site
-cp .hy/extra/libQt5Network.so.5 /tmp/site/pymeshlab/lib/
+cp .hy/extra/* /tmp/site/pymeshlab/lib/ 2>/dev/null || true
 export PYTHONPATH=/tmp/site:$PWD/.hy/h2:$PWD
 export GEN3D_HUNYUAN21_REPO=$PWD/.hy/h21
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
