@@ -66,34 +66,46 @@ class HostHome:
         self.buffers.clear()
 
 
-def find_modules(root, depth=4):
-    """The torch modules reachable from a library object: its attributes, dict/list values and a diffusers
-    pipeline's components, outermost first; a module inside another one found is not listed again."""
-    found, seen = [], set()
+def walk_objects(root, depth, visit):
+    """Visit a library object and what it holds, down to `depth` levels, each object once (by id).
+    visit(value, seen) returns the children to go on with, or None to stop there; it may add ids to
+    `seen` to skip them. One walk for find_modules and hunyuan_memory's pipeline search, so both
+    cover a library's objects the same way."""
+    seen = set()
 
-    def visit(value, level):
+    def step(value, level):
         if id(value) in seen or level < 0:
             return
         seen.add(id(value))
+        for child in visit(value, seen) or ():
+            step(child, level - 1)
+
+    step(root, depth)
+
+
+def find_modules(root, depth=4):
+    """The torch modules reachable from a library object: its attributes, dict/list values and a diffusers
+    pipeline's components, outermost first; a module inside another one found is not listed again."""
+    found = []
+
+    def visit(value, seen):
         if isinstance(value, torch.nn.Module):
             found.append(value)
             seen.update(id(sub) for sub in value.modules())
-            return
+            return None
         if isinstance(value, dict):
-            children = list(value.values())
-        elif isinstance(value, (list, tuple)):
-            children = list(value)
-        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            return list(value.values())
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if hasattr(value, "__dict__") and not isinstance(value, type):
             children = list(vars(value).values())
             components = getattr(value, "components", None)
             if isinstance(components, dict):
                 children += list(components.values())
-        else:
-            return
-        for child in children:
-            visit(child, level - 1)
+            return children
+        return None
 
-    visit(root, depth)
+    walk_objects(root, depth, visit)
     return found
 
 

@@ -117,6 +117,21 @@ def test_host_home_moves_a_module_and_reuses_its_buffers():
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 
 
+def test_library_walks_find_modules_and_pipelines_once_within_their_depth():
+    inner, outer, listed, component = (torch.nn.Linear(2, 2) for _ in range(4))
+    holder = torch.nn.Sequential(inner)
+    pipeline = types.SimpleNamespace(net=holder, again=inner, components={"extra": component})
+    root = types.SimpleNamespace(pipeline=pipeline, parts={"a": outer, "b": [listed, holder]},
+                                 kind=torch.nn.Linear, deep=types.SimpleNamespace(x=types.SimpleNamespace(
+                                     y=types.SimpleNamespace(z=types.SimpleNamespace(m=torch.nn.Linear(1, 1))))))
+    root.cycle = root
+    assert offload.find_modules(root) == [holder, component, outer, listed]
+    assert offload.find_modules(root, depth=2) == [holder, component, outer]
+    found = hunyuan_memory._library_objects(root)
+    assert found == [root, pipeline, root.deep, root.deep.x, root.deep.x.y]
+    assert hunyuan_memory._library_objects(root, depth=0) == [root]
+
+
 def test_oom_frees_the_failed_frames_before_measuring():
     kept = []
 

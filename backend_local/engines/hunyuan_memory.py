@@ -194,23 +194,20 @@ def apply_offload(model, mode, device):
 
 
 def _library_objects(root, depth=3):
-    seen, found = set(), []
+    """The plain library objects (pipelines, their holders) reachable from a stage model, not modules."""
+    found = []
 
-    def visit(value, level):
-        if id(value) in seen or level < 0 or isinstance(value, (torch.nn.Module, type)):
-            return
-        seen.add(id(value))
+    def visit(value, _seen):
+        if isinstance(value, (torch.nn.Module, type)):
+            return None
         if isinstance(value, dict):
-            children = list(value.values())
-        elif hasattr(value, "__dict__"):
+            return list(value.values())
+        if hasattr(value, "__dict__"):
             found.append(value)
-            children = list(vars(value).values())
-        else:
-            return
-        for child in children:
-            visit(child, level - 1)
+            return list(vars(value).values())
+        return None
 
-    visit(root, depth)
+    offload.walk_objects(root, depth, visit)
     return found
 
 
