@@ -130,6 +130,22 @@ EXTENSIONS2 = (
 MODULES2 = ("hy3dgen.shapegen", "hy3dgen.rembg", "hy3dgen.texgen", "hy3dgen.texgen.differentiable_renderer.mesh_processor",
             "custom_rasterizer", "custom_rasterizer_kernel")
 
+
+def _hy3dgen_painter_engine(name):
+    """The entry of an engine on that painter: packages, source, extensions and imports are one list for
+    both, only the weights are the engine's own."""
+    return EngineSpec(
+        name=name,
+        packages=COMMON + BUILD_TOOLS + HY3DGEN,
+        no_deps=("hy3dgen==2.0.2",),
+        source=SOURCE2,
+        extensions=EXTENSIONS2,
+        weights=hub_weights(name),
+        onnxruntime=True,
+        modules=MODULES2,
+    )
+
+
 ENGINES = {
     "hunyuan3d-2.1": EngineSpec(
         name="hunyuan3d-2.1",
@@ -151,16 +167,7 @@ ENGINES = {
                  "textureGenPipeline", "DifferentiableRenderer.mesh_inpaint_processor", "custom_rasterizer",
                  "custom_rasterizer_kernel", "realesrgan", "basicsr.archs.rrdbnet_arch", "pytorch_lightning"),
     ),
-    "hunyuan3d-2": EngineSpec(
-        name="hunyuan3d-2",
-        packages=COMMON + BUILD_TOOLS + HY3DGEN,
-        no_deps=("hy3dgen==2.0.2",),
-        source=SOURCE2,
-        extensions=EXTENSIONS2,
-        weights=hub_weights("hunyuan3d-2"),
-        onnxruntime=True,
-        modules=MODULES2,
-    ),
+    "hunyuan3d-2": _hy3dgen_painter_engine("hunyuan3d-2"),
     "hunyuan3d-2mini": EngineSpec(
         name="hunyuan3d-2mini",
         packages=COMMON + HY3DGEN,
@@ -170,16 +177,7 @@ ENGINES = {
         modules=("hy3dgen.shapegen", "hy3dgen.rembg"),
     ),
     # The multi-view pipeline (MVImageProcessorV2, DinoImageEncoderMV) is in the pinned hy3dgen 2.0.2 wheel.
-    "hunyuan3d-2mv": EngineSpec(
-        name="hunyuan3d-2mv",
-        packages=COMMON + BUILD_TOOLS + HY3DGEN,
-        no_deps=("hy3dgen==2.0.2",),
-        source=SOURCE2,
-        extensions=EXTENSIONS2,
-        weights=hub_weights("hunyuan3d-2mv"),
-        onnxruntime=True,
-        modules=MODULES2,
-    ),
+    "hunyuan3d-2mv": _hy3dgen_painter_engine("hunyuan3d-2mv"),
 }
 
 
