@@ -46,6 +46,12 @@ def shape_files(repo_id, subfolder, what):
     return hc.ModelFiles(repo_id, subfolder, CHECKPOINT_FILES, what)
 
 
+def dit_files(spec, variant):
+    """A shape variant's DiT folder. Both an engine's default shape_model and its variant_files name it
+    here, so the two never describe the same folder differently."""
+    return shape_files(spec.repo_id, variant.subfolder, "%s shape (%s)" % (spec.name, variant.subfolder))
+
+
 def painter_arguments(paint_class):
     """from_pretrained's keyword arguments for the installed hy3dgen painter: GitHub main takes `subfolder`
     (defaulting to the turbo model), PyPI 2.0.2 does not (and always loads hunyuan3d-paint-v2-0)."""
@@ -62,7 +68,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
     @classmethod
     def variant_files(cls, variant):
         """The weight folders a shape variant reads: its DiT and, for FlashVDM, its turbo VAE."""
-        files = [shape_files(cls.spec.repo_id, variant.subfolder, "%s shape (%s)" % (cls.spec.name, variant.subfolder))]
+        files = [dit_files(cls.spec, variant)]
         if variant.vae_subfolder:
             files.append(shape_files(variant.vae_repo_id or cls.spec.repo_id, variant.vae_subfolder,
                                      "%s turbo VAE (%s)" % (cls.spec.name, variant.vae_subfolder)))
@@ -164,8 +170,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
 class Hunyuan2Engine(Hy3DGenEngine):
     name = "hunyuan3d-2"
     spec = specs.HUNYUAN_20
-    shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2 shape (%s)"
-                              % spec.shape[specs.BALANCED].subfolder)
+    shape_model = dit_files(spec, spec.shape[specs.BALANCED])
     capabilities = frozenset({base.SHAPE, base.TEXTURE, base.TEXTURE_EXISTING})
     vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
     stage_sizes = {base.SHAPE: (3.2, 2.4, 2.5), base.TEXTURE: (6.0, 3.5, 8.0)}
@@ -174,8 +179,7 @@ class Hunyuan2Engine(Hy3DGenEngine):
 class Hunyuan2MiniEngine(Hy3DGenEngine):
     name = "hunyuan3d-2mini"
     spec = specs.HUNYUAN_MINI
-    shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2mini shape (%s)"
-                              % spec.shape[specs.BALANCED].subfolder)
+    shape_model = dit_files(spec, spec.shape[specs.BALANCED])
     capabilities = frozenset({base.SHAPE})
     vram_gb = {base.SHAPE: 5.0}
     stage_sizes = {base.SHAPE: (1.6, 1.0, 2.5)}
@@ -215,13 +219,13 @@ class Hunyuan2MVEngine(Hy3DGenEngine):
 
     name = "hunyuan3d-2mv"
     spec = specs.HUNYUAN_MV
-    shape_model = shape_files(spec.repo_id, spec.shape[specs.BALANCED].subfolder, "hunyuan3d-2mv shape (%s)"
-                              % spec.shape[specs.BALANCED].subfolder)
+    shape_model = dit_files(spec, spec.shape[specs.BALANCED])
     capabilities = frozenset({base.SHAPE, base.TEXTURE, base.MULTIVIEW})
     # The same 1.1 B DiT, ShapeVAE and DINOv2 as hunyuan3d-2 (upstream: 6 GB shape, 16 GB with the
     # painter); four views lengthen the DiT's image context fourfold, which the working memory covers.
-    vram_gb = {base.SHAPE: 6.0, base.TEXTURE: 16.0}
-    stage_sizes = {base.SHAPE: (3.2, 2.4, 2.5), base.TEXTURE: (6.0, 3.5, 8.0)}
+    # So its sizes are hunyuan3d-2's, taken from there rather than written twice.
+    vram_gb = Hunyuan2Engine.vram_gb
+    stage_sizes = Hunyuan2Engine.stage_sizes
 
     def library_image(self, job):
         return library_views(job.image, job.views)
