@@ -52,6 +52,15 @@ def file_source(filepath):
     return path, image_name(path)
 
 
+def chosen_source(props, output_dir, filepath=""):
+    """(path, name) of the sidebar's image choice (`props`: the scene's gen3d settings), or of `filepath`
+    when one is given (a dropped file). Generate and Texture Selected both start from it, so they read
+    the same choice the same way."""
+    if filepath or props.source == "FILE":
+        return file_source(filepath or props.filepath)
+    return loaded_image_source(props.image, output_dir)
+
+
 def loaded_image_source(image, output_dir):
     """(path, name) for an image datablock: its own file when that is what Blender shows, else a copy
     written to <output>/.sources/ (packed, generated, painted or render results)."""

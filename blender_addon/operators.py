@@ -31,10 +31,7 @@ def start_generation(operator, context, filepath=""):
     prefs = get_prefs(context)
     settings = backend_settings(prefs)
     try:
-        if filepath or props.source == "FILE":
-            path, name = images.file_source(filepath or props.filepath)
-        else:
-            path, name = images.loaded_image_source(props.image, settings.output_dir)
+        path, name = images.chosen_source(props, settings.output_dir, filepath)
         job = session.submit(context, name, path, request_fields(props), settings, import_settings(prefs))
     except (Gen3DError, OSError) as exc:
         return fail(operator, context, "Gen3D: %s" % session.error_text(exc))

@@ -240,10 +240,7 @@ class GEN3D_OT_texture_selected(bpy.types.Operator):
         settings = backend_settings(prefs)
         obj = context.active_object
         try:
-            if props.source == "FILE":
-                path, name = images.file_source(props.filepath)
-            else:
-                path, name = images.loaded_image_source(props.image, settings.output_dir)
+            path, name = images.chosen_source(props, settings.output_dir)
             safe = re.sub(r"[^\w.-]+", "_", obj.name) or "object"      # object names may hold / or :
             folder = os.path.join(settings.output_dir or bpy.app.tempdir, "texture_inputs", safe)
             fields, uv_name = prepare(context, obj, folder)

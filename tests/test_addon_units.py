@@ -248,3 +248,17 @@ def test_remote_progress_says_at_once_that_the_endpoint_is_unreachable(tmp_path)
     assert retrying and retrying[0][0] < 1.0, seen
     assert "connection refused" in retrying[0][1] and "retrying" in retrying[0][1]
     assert "Cannot reach the remote endpoint" in info.value.message
+
+
+def test_chosen_source_reads_the_file_the_drop_or_the_loaded_image(monkeypatch):
+    pytest.importorskip("bpy")
+    from blender_addon import images
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(images, "file_source", lambda path: ("file", path))
+    monkeypatch.setattr(images, "loaded_image_source", lambda image, out: ("image", image, out))
+    file_props = SimpleNamespace(source="FILE", filepath="//a.png", image="img")
+    image_props = SimpleNamespace(source="IMAGE", filepath="//a.png", image="img")
+    assert images.chosen_source(file_props, "/out") == ("file", "//a.png")
+    assert images.chosen_source(image_props, "/out") == ("image", "img", "/out")
+    assert images.chosen_source(image_props, "/out", "/drop.png") == ("file", "/drop.png")   # a drop wins
