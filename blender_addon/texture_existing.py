@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import struct
 import sys
 import traceback
 from array import array
@@ -23,7 +22,7 @@ import bpy
 from bpy.props import StringProperty
 
 from . import images, session
-from .contract import Gen3DError, errors
+from .contract import Gen3DError, errors, request as contract_request
 from .material import build_material, map_paths
 from .prefs import backend_settings, get_prefs, import_settings
 from .props import request_fields
@@ -110,15 +109,7 @@ def read_result_uvs(glb_path):
     """(faces as flat corner indices, TEXCOORD_0 as flat u, v pairs) of a result GLB."""
     with open(glb_path, "rb") as handle:
         data = handle.read()
-    offset, document, blob = 12, None, b""
-    while offset < len(data):
-        length, kind = struct.unpack_from("<II", data, offset)
-        body = data[offset + 8:offset + 8 + length]
-        if kind == 0x4E4F534A:
-            document = json.loads(body.decode("utf-8"))
-        elif kind == 0x004E4942:
-            blob = body
-        offset += 8 + length
+    document, blob = contract_request.glb_chunks(data)
     primitive = document["meshes"][0]["primitives"][0]
 
     def accessor(index):

@@ -5,6 +5,8 @@ Pure stdlib so that it runs inside Blender's Python, the local worker and the re
 
 import base64
 import binascii
+import json
+import struct
 from collections import namedtuple
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -206,6 +208,23 @@ def mesh_format(data):
     if any(line.startswith("v ") or line.startswith("v\t") for line in lines):
         return "obj"
     return None
+
+
+def glb_chunks(data, end=None):
+    """(JSON document or None, BIN chunk bytes) of a GLB's bytes, its chunks read up to `end` (default: the
+    end of `data`). The backend's given-mesh reader and the add-on's result-UV reader both split a GLB
+    here, so the two read the container the same way; each checks what it needs of the header itself."""
+    offset, document, blob = 12, None, b""
+    end = len(data) if end is None else end
+    while offset < end:
+        length, kind = struct.unpack_from("<II", data, offset)
+        body = data[offset + 8:offset + 8 + length]
+        if kind == 0x4E4F534A:        # "JSON"
+            document = json.loads(body.decode("utf-8"))
+        elif kind == 0x004E4942:      # "BIN\0"
+            blob = body
+        offset += 8 + length
+    return document, blob
 
 
 def _finite_number(name, value):

@@ -167,3 +167,16 @@ def test_shared_is_pure_stdlib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1234"
+
+
+def test_glb_chunks_splits_the_json_and_bin_chunks_up_to_the_given_end():
+    import struct
+
+    from shared.request import glb_chunks
+
+    text = json.dumps({"asset": {"version": "2.0"}}).encode() + b"  "
+    chunks = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", 4, 0x004E4942) + b"\1\2\3\4"
+    data = struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
+    assert glb_chunks(data) == ({"asset": {"version": "2.0"}}, b"\1\2\3\4")
+    assert glb_chunks(data, 12 + 8 + len(text)) == ({"asset": {"version": "2.0"}}, b"")   # BIN past the end
+    assert glb_chunks(data[:12]) == (None, b"")

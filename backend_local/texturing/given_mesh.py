@@ -16,7 +16,6 @@ result's positions at its faces equal the file's, its first V vertices are the f
 nothing is merged, welded or reordered.
 """
 
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.errors import INVALID_INPUT, Gen3DError
-from shared.request import MAX_MESH_FACES, mesh_format
+from shared.request import MAX_MESH_FACES, glb_chunks, mesh_format
 
 # UVs this far outside [0, 1] count as out of range (float noise at the borders does not).
 UV_RANGE_TOLERANCE = 1e-4
@@ -103,15 +102,7 @@ def _read_glb(data):
     magic, version, length = struct.unpack_from("<4sII", data, 0)
     if version != 2:
         raise bad_mesh("only glTF 2.0 binaries are read (this one is version %d)" % version)
-    offset, document, blob = 12, None, b""
-    while offset < min(length, len(data)):
-        chunk_length, chunk_type = struct.unpack_from("<II", data, offset)
-        body = data[offset + 8:offset + 8 + chunk_length]
-        if chunk_type == 0x4E4F534A:
-            document = json.loads(body.decode("utf-8"))
-        elif chunk_type == 0x004E4942:
-            blob = body
-        offset += 8 + chunk_length
+    document, blob = glb_chunks(data, min(length, len(data)))
     if document is None:
         raise bad_mesh("the GLB has no JSON chunk")
     for extension in document.get("extensionsRequired", []):
