@@ -7,7 +7,6 @@ traceback dialog appears and, with nothing changed, no undo step is pushed.
 import os
 import shutil
 import sys
-import traceback
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, StringProperty
@@ -33,12 +32,8 @@ def start_generation(operator, context, filepath=""):
     try:
         path, name = images.chosen_source(props, settings.output_dir, filepath)
         job = session.submit(context, name, path, request_fields(props), settings, import_settings(prefs))
-    except (Gen3DError, OSError) as exc:
-        return fail(operator, context, "Gen3D: %s" % session.error_text(exc))
-    except Exception as exc:          # a bug: say so plainly, keep the traceback for the console
-        traceback.print_exc(file=sys.stderr)
-        return fail(operator, context, "Gen3D: unexpected error (%s: %s); see the system console."
-                    % (type(exc).__name__, exc))
+    except Exception as exc:          # expected errors and bugs alike (a bug: traceback on the console)
+        return fail(operator, context, session.start_failure_text(exc))
     session.show_message(context.scene, "Generating %s (%s backend)." % (name, settings.backend.lower()),
                          source="job:" + job.job_id)
     operator.report({"INFO"}, "Gen3D: generating %s" % name)

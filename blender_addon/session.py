@@ -383,3 +383,13 @@ def redraw_until(done, interval=0.5):
 
 def error_text(exc):
     return exc.message if isinstance(exc, Gen3DError) else str(exc)
+
+
+def start_failure_text(exc):
+    """The message for an exception raised while starting a job (Generate, Texture Selected): an expected
+    error in plain words, anything else as a bug with its traceback on the console. Call it in the except
+    block. Both operators report a failed start with it, so they say the same."""
+    if isinstance(exc, (Gen3DError, OSError)):
+        return "Gen3D: %s" % error_text(exc)
+    traceback.print_exc(file=sys.stderr)
+    return "Gen3D: unexpected error (%s: %s); see the system console." % (type(exc).__name__, exc)

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import sys
-import traceback
 from array import array
 
 import bpy
@@ -237,12 +236,8 @@ class GEN3D_OT_texture_selected(bpy.types.Operator):
             fields, uv_name = prepare(context, obj, folder)
             fields = dict(request_fields(props), texture=True, **fields)
             job = session.submit(context, obj.name, path, fields, settings, import_settings(prefs))
-        except (Gen3DError, OSError) as exc:
-            return _fail(self, context, "Gen3D: %s" % session.error_text(exc))
-        except Exception as exc:      # a bug: say so plainly, keep the traceback for the console
-            traceback.print_exc(file=sys.stderr)
-            return _fail(self, context, "Gen3D: unexpected error (%s: %s); see the system console."
-                         % (type(exc).__name__, exc))
+        except Exception as exc:      # expected errors and bugs alike (a bug: traceback on the console)
+            return _fail(self, context, session.start_failure_text(exc))
         # the finished job is applied to this object (session hands it to gen3d.apply_texture)
         job.data.update(texture_target=obj.name, texture_uv=uv_name)
         session.show_message(context.scene, "Texturing %s from %s." % (obj.name, name))

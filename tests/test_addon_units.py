@@ -262,3 +262,18 @@ def test_chosen_source_reads_the_file_the_drop_or_the_loaded_image(monkeypatch):
     assert images.chosen_source(file_props, "/out") == ("file", "//a.png")
     assert images.chosen_source(image_props, "/out") == ("image", "img", "/out")
     assert images.chosen_source(image_props, "/out", "/drop.png") == ("file", "/drop.png")   # a drop wins
+
+
+def test_start_failure_text_says_errors_plainly_and_bugs_with_their_traceback(capsys):
+    pytest.importorskip("bpy")
+    from blender_addon import session
+
+    texts = []
+    for exc in (Gen3DError(errors.INVALID_INPUT, "Choose an image first."), OSError("disk full"), ValueError("oops")):
+        try:
+            raise exc
+        except Exception as caught:
+            texts.append(session.start_failure_text(caught))
+    assert texts == ["Gen3D: Choose an image first.", "Gen3D: disk full",
+                     "Gen3D: unexpected error (ValueError: oops); see the system console."]
+    assert capsys.readouterr().err.count("Traceback") == 1
