@@ -1,9 +1,11 @@
-"""Hunyuan3D-2.1 at its real size with random weights: our engine against the upstream pipelines, with
+"""Hunyuan3D at its real size with random weights: our engines against the upstream pipelines, with
 per-process GPU memory caps.
 
-    . bench/device/setup_env.sh; python bench/hunyuan_fullsize.py build --weights W
+    . bench/device/setup_env.sh; python bench/hunyuan_fullsize.py build --weights W [--models 2.1 2 2mini]
     python bench/hunyuan_fullsize.py ours --weights W --cap-gb 24 --jobs 2 --out R.json
     python bench/hunyuan_fullsize.py upstream --weights W --cap-gb 0 --out R.json
+    python bench/hunyuan_fullsize.py ours --engine hunyuan3d-2 [--preset fast] --weights W --out R.json
+    python bench/hunyuan_fullsize.py upstream --engine hunyuan3d-2 [--preset fast] --weights W --out R.json
 
 build: the 2.1 shape model from hy3dshape/configs/hunyuandit-finetuning-flowmatching-dinog518-bf16-lr1e5-4096.yaml
 (HunYuanDiTPlain 2048 wide, 21 layers, 6 MoE layers of 8 experts; ShapeVAE 4096 latents, width 1024, 8+16
@@ -13,9 +15,16 @@ Diffusion 2.1's UNet (320/640/1280/1280, 1024-wide cross-attention, linear proje
 UNet2p5DConditionModel (12-channel input), SD's AutoencoderKL, an OpenCLIP-H-sized text encoder, DINOv2-giant
 (1536 wide, 40 layers, SwiGLU) and the real RRDBNet (64 features, 23 blocks), all in the painter's formats.
 
-ours: whole jobs through backend_local.Pipeline (engine hunyuan3d-2.1, shape + texture, 50 steps).
-upstream: the same weights through hy3dshape's Hunyuan3DDiTFlowMatchingPipeline + postprocessors and
-hy3dpaint's Hunyuan3DPaintPipeline directly, with the same settings.
+2.0 and 2mini (hy3dgen's Hunyuan3DDiT, Flux-style): DiT 1024 wide, 16 double + 32 single blocks (2mini: 8 +
+16), DINOv2-giant at 518, ShapeVAE width 1024 with 16 decoder layers; 2.0 with the released config's 3072
+latents, 2mini with hy3dshape/configs/hunyuan3ddit-mini-*-512.yaml's 512. The Fast preset's folders (turbo
+DiT: the same weights under its subfolder name; turbo VAE for FlashVDM) are written beside them.
+
+ours: whole jobs through backend_local.Pipeline (2.1: shape + texture, 50 steps; 2.0 / 2mini: their shape
+with the built-in texture, as the engine menu offers when the painter does not fit).
+upstream: the same weights through the library's Hunyuan3DDiTFlowMatchingPipeline + postprocessors (and for
+2.1 hy3dpaint's Hunyuan3DPaintPipeline) directly, with the same settings (fast: the turbo DiT, 5 steps,
+enable_flashvdm as upstream's app does).
 Each prints and appends one JSON record per job: per stage load s, s per denoising step, stage s, peak
 GPU GB (torch's allocator), peak host RSS GB; and whether the job read weights from disk.
 """
@@ -73,6 +82,79 @@ def shape_config_21():
                             "params": {"size": 512, "border_ratio": 0.15}},
         "pipeline": {"target": "hy3dshape.pipelines.Hunyuan3DDiTFlowMatchingPipeline"},
     }
+
+
+DINO_GIANT = {"attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.0, "hidden_act": "gelu",
+              "hidden_dropout_prob": 0.0, "hidden_size": 1536, "image_size": 518, "initializer_range": 0.02,
+              "layer_norm_eps": 1.0e-6, "layerscale_value": 1.0, "mlp_ratio": 4, "model_type": "dinov2",
+              "num_attention_heads": 24, "num_channels": 3, "num_hidden_layers": 40, "patch_size": 14,
+              "qkv_bias": True, "use_swiglu_ffn": True}
+# name -> (engine, hub repo id, Balanced subfolder, Fast subfolder, turbo VAE subfolder, DiT depth, single, latents)
+HY3DGEN_MODELS = {
+    "2": ("hunyuan3d-2", "tencent/Hunyuan3D-2", "hunyuan3d-dit-v2-0", "hunyuan3d-dit-v2-0-turbo",
+          "hunyuan3d-vae-v2-0-turbo", 16, 32, 3072),
+    "2mini": ("hunyuan3d-2mini", "tencent/Hunyuan3D-2mini", "hunyuan3d-dit-v2-mini", "hunyuan3d-dit-v2-mini-turbo",
+              "hunyuan3d-vae-v2-mini-turbo", 8, 16, 512),
+}
+ENGINE_MODEL = {spec[0]: key for key, spec in HY3DGEN_MODELS.items()}
+
+
+def shape_config_20(depth, single_blocks, latents):
+    """hy3dgen's release layout: the Flux-style DiT, ShapeVAE, DINOv2-giant conditioner, flow matching."""
+    return {
+        "model": {"target": "hy3dgen.shapegen.models.Hunyuan3DDiT",
+                  "params": {"in_channels": 64, "context_in_dim": 1536, "hidden_size": 1024, "mlp_ratio": 4.0,
+                             "num_heads": 16, "depth": depth, "depth_single_blocks": single_blocks, "axes_dim": [64],
+                             "theta": 10000, "qkv_bias": True, "guidance_embed": False}},
+        "vae": {"target": "hy3dgen.shapegen.models.ShapeVAE",
+                "params": {"num_latents": latents, "embed_dim": 64, "num_freqs": 8, "include_pi": False, "heads": 16,
+                           "width": 1024, "num_decoder_layers": 16, "qkv_bias": False, "qk_norm": True,
+                           "scale_factor": 0.9990943042622529}},
+        "conditioner": {"target": "hy3dgen.shapegen.models.SingleImageEncoder",
+                        "params": {"main_image_encoder": {"type": "DinoImageEncoder",
+                                                          "kwargs": {"config": dict(DINO_GIANT), "image_size": 518,
+                                                                     "use_cls_token": True}}}},
+        "scheduler": {"target": "hy3dgen.shapegen.schedulers.FlowMatchEulerDiscreteScheduler",
+                      "params": {"num_train_timesteps": 1000}},
+        "image_processor": {"target": "hy3dgen.shapegen.preprocessors.ImageProcessorV2",
+                            "params": {"size": 512, "border_ratio": 0.15}},
+    }
+
+
+def build_shape_20(root, key):
+    """One hy3dgen model at full size: the Balanced folder (config.yaml + model.fp16.safetensors, keys
+    prefixed model./vae./conditioner.), the turbo DiT folder linked to the same files (same architecture;
+    random weights cost the same per step) and the turbo VAE folder FlashVDM decodes with."""
+    import safetensors.torch
+    import yaml
+    import hunyuan_tiny
+    from hy3dgen.shapegen.pipelines import instantiate_from_config
+
+    _engine, repo_id, subfolder, turbo, turbo_vae, depth, single, latents = HY3DGEN_MODELS[key]
+    torch.manual_seed(0)
+    config = shape_config_20(depth, single, latents)
+    with torch.device("cuda"):
+        parts = {name: instantiate_from_config(config[name]) for name in ("model", "vae", "conditioner")}
+    hunyuan_tiny.blob_head(parts["vae"])
+    folder = os.path.join(root, repo_id, subfolder)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.yaml"), "w") as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    sizes = {name: params_b(part) for name, part in parts.items()}
+    flat = {"%s.%s" % (name, k): v.half().cpu().contiguous() for name, part in parts.items()
+            for k, v in part.state_dict().items()}
+    safetensors.torch.save_file(flat, os.path.join(folder, "model.fp16.safetensors"))
+    vae_folder = os.path.join(root, repo_id, turbo_vae)
+    os.makedirs(vae_folder, exist_ok=True)
+    with open(os.path.join(vae_folder, "config.yaml"), "w") as handle:
+        yaml.safe_dump(config["vae"], handle, sort_keys=False)
+    safetensors.torch.save_file({k: v.half().cpu().contiguous() for k, v in parts["vae"].state_dict().items()},
+                                os.path.join(vae_folder, "model.fp16.safetensors"))
+    turbo_folder = os.path.join(root, repo_id, turbo)
+    if not os.path.exists(turbo_folder):
+        os.symlink(folder, turbo_folder)
+    del parts, flat
+    return {"params_b": sizes, "file_gb": round(os.path.getsize(os.path.join(folder, "model.fp16.safetensors")) / GB, 2)}
 
 
 def params_b(module):
@@ -258,25 +340,35 @@ def image():
 # Ours
 
 
+def job_settings(args):
+    """The request's fields: SETTINGS, with the Fast preset's tuned step count (null) instead of 50."""
+    settings = dict(SETTINGS)
+    if args.preset:
+        settings["preset"] = args.preset
+        if args.preset == "fast":
+            settings.pop("num_inference_steps")
+    return settings
+
+
 def run_ours(args):
-    from backend_local.engines import registry
-    from backend_local.engines.base import SHAPE, TEXTURE
+    from backend_local.engines.base import SHAPE
     from backend_local.pipeline import Pipeline
     from shared.request import parse_request
 
-    registry.ENGINES.setdefault("hunyuan3d-2.1", "backend_local.engines.hunyuan21:Hunyuan21Engine")
     set_cap(args.cap_gb)
     host = HostPeak()
+    name = args.engine
+    texture_engine = name if name == "hunyuan3d-2.1" else "builtin"
     settings = {"weights_dir": args.weights, "repo": repo()}
     settings.update(json.loads(args.engine_settings or "{}"))
-    pipeline = Pipeline("cuda", settings={"hunyuan3d-2.1": settings})
-    engine = pipeline.registry.get("hunyuan3d-2.1", SHAPE)
-    loads, timer = [], StepTimer()
+    pipeline = Pipeline("cuda", settings={name: settings})
+    engine = pipeline.registry.get(name, SHAPE)
+    loads = []
     original = engine.load_stage
 
-    def timed_load(stage, device):
+    def timed_load(stage, device, *rest):
         t0 = time.perf_counter()
-        model = original(stage, device)
+        model = original(stage, device, *rest)
         torch.cuda.synchronize()
         loads.append((stage, round(time.perf_counter() - t0, 2)))
         return model
@@ -285,8 +377,8 @@ def run_ours(args):
     timers = {}
     original_model = engine.model
 
-    def model(stage, device):
-        value = original_model(stage, device)
+    def model(stage, device, *rest):
+        value = original_model(stage, device, *rest)
         if stage not in timers:
             timers[stage] = StepTimer()
             denoiser = value.pipeline.model if stage == SHAPE else value.models["multiview_model"].pipeline.unet
@@ -303,9 +395,9 @@ def run_ours(args):
             if stage in ("shape", "texture", "export") and stage != stages.current:
                 stages.start(stage)
 
-        request = parse_request(dict(image_path=IMAGE, engine="hunyuan3d-2.1", texture_engine="hunyuan3d-2.1",
-                                     **SETTINGS))
-        record = {"kind": "ours", "cap_gb": args.cap_gb, "job": job + 1,
+        request = parse_request(dict(image_path=IMAGE, engine=name, texture_engine=texture_engine,
+                                     **job_settings(args)))
+        record = {"kind": "ours", "engine": name, "preset": args.preset, "cap_gb": args.cap_gb, "job": job + 1,
                   "settings": {k: v for k, v in settings.items() if k not in ("weights_dir", "repo")}}
         t0 = time.perf_counter()
         try:
@@ -331,7 +423,55 @@ def run_ours(args):
 # Upstream
 
 
+def run_upstream_20(args):
+    """hy3dgen's shape pipeline and postprocessors directly (the shape stage only: our side pairs it with the
+    built-in texture, which has no upstream counterpart)."""
+    set_cap(args.cap_gb)
+    _engine, repo_id, subfolder, turbo, turbo_vae, *_ = HY3DGEN_MODELS[ENGINE_MODEL[args.engine]]
+    fast = args.preset == "fast"
+    host = HostPeak()
+    stages = Stages(host)
+    record = {"kind": "upstream", "engine": args.engine, "preset": args.preset, "cap_gb": args.cap_gb, "job": 1}
+    t_job = time.perf_counter()
+    try:
+        from PIL import Image
+
+        pil = Image.fromarray(image(), "RGBA")
+        stages.start("shape_load")
+        from hy3dgen.shapegen import DegenerateFaceRemover, FaceReducer, FloaterRemover, Hunyuan3DDiTFlowMatchingPipeline
+
+        root = os.path.join(args.weights, repo_id)
+        pipe = Hunyuan3DDiTFlowMatchingPipeline.from_pretrained(root, subfolder=turbo if fast else subfolder,
+                                                                use_safetensors=True)
+        if fast:
+            from hy3dgen.shapegen.models.autoencoders import ShapeVAE
+
+            pipe.vae = ShapeVAE.from_pretrained(root, subfolder=turbo_vae, use_safetensors=True,
+                                                device="cuda", dtype=torch.float16)
+            pipe.enable_flashvdm(mc_algo="mc", replace_vae=False)
+        stages.start("shape")
+        timer = StepTimer()
+        timer.attach(pipe.model)
+        steps = 5 if fast else SETTINGS["num_inference_steps"]
+        mesh = pipe(image=pil, num_inference_steps=steps, guidance_scale=SETTINGS["guidance_scale"],
+                    octree_resolution=SETTINGS["octree_resolution"],
+                    generator=torch.Generator("cpu").manual_seed(1234), enable_pbar=False)[0]
+        mesh = FaceReducer()(DegenerateFaceRemover()(FloaterRemover()(mesh)), max_facenum=SETTINGS["face_count"])
+        stages.stop()
+        stages.rows["shape"].update(timer.take())
+        record.update(ok=True, faces=int(len(mesh.faces)))
+    except Exception as exc:
+        stages.stop()
+        record.update(ok=False, error="%s: %s" % (type(exc).__name__, str(exc)[:600]),
+                      trace=traceback.format_exc()[-1500:])
+    record["job_s"] = round(time.perf_counter() - t_job, 2)
+    record["stages"] = stages.rows
+    emit(args, record)
+
+
 def run_upstream(args):
+    if args.engine != "hunyuan3d-2.1":
+        return run_upstream_20(args)
     set_cap(args.cap_gb)
     sys.path[:0] = lib_paths()
     host = HostPeak()
@@ -414,14 +554,25 @@ def main(argv=None):
     parser.add_argument("--out")
     parser.add_argument("--scratch", default="/tmp/fullsize-jobs")
     parser.add_argument("--engine-settings", help="JSON merged into the engine settings")
+    parser.add_argument("--engine", default="hunyuan3d-2.1", choices=["hunyuan3d-2.1"] + sorted(ENGINE_MODEL))
+    parser.add_argument("--preset", choices=["fast", "balanced", "high"])
+    parser.add_argument("--models", nargs="+", default=["2.1"], choices=["2.1"] + sorted(HY3DGEN_MODELS),
+                        help="build: which models to write")
     args = parser.parse_args(argv)
     os.makedirs(args.scratch, exist_ok=True)
     if args.what == "build":
         sys.path[:0] = lib_paths()
         t0 = time.perf_counter()
-        report = {"kind": "build", "shape": build_shape(args.weights)}
-        torch.cuda.empty_cache()
-        report["paint"] = build_paint(args.weights)
+        report = {"kind": "build"}
+        parts = [("shape", build_shape), ("paint", build_paint)] if "2.1" in args.models else []
+        parts += [("shape-" + key, lambda root, key=key: build_shape_20(root, key))
+                  for key in args.models if key in HY3DGEN_MODELS]
+        for name, build in parts:       # one model failing to build leaves the others to run
+            torch.cuda.empty_cache()
+            try:
+                report[name] = build(args.weights)
+            except Exception as exc:
+                report[name] = {"error": "%s: %s" % (type(exc).__name__, exc), "trace": traceback.format_exc()[-1200:]}
         report["seconds"] = round(time.perf_counter() - t0, 1)
         emit(args, report)
     elif args.what == "ours":
