@@ -340,6 +340,12 @@ def image():
 # Ours
 
 
+def failure(exc):
+    """A failed job's record fields: the error in one line and the traceback's tail."""
+    return {"ok": False, "error": "%s: %s" % (type(exc).__name__, str(exc)[:600]),
+            "trace": traceback.format_exc()[-1500:]}
+
+
 def job_settings(args):
     """The request's fields: SETTINGS, with the Fast preset's tuned step count (null) instead of 50."""
     settings = dict(SETTINGS)
@@ -407,8 +413,7 @@ def run_ours(args):
                           faces=manifest["mesh"].get("faces"))
         except Exception as exc:
             stages.stop()
-            record.update(ok=False, error="%s: %s" % (type(exc).__name__, str(exc)[:600]),
-                          trace=traceback.format_exc()[-1500:])
+            record.update(failure(exc))
         record["job_s"] = round(time.perf_counter() - t0, 2)
         record["loads_from_disk"] = list(loads)
         record["stages"] = stages.rows
@@ -421,6 +426,22 @@ def run_ours(args):
 
 # ---------------------------------------------------------------------------------------------------
 # Upstream
+
+
+def upstream_shape(library, pipe, pil, steps, stages):
+    """The library's shape pipeline and its three postprocessors (`library` holds FloaterRemover,
+    DegenerateFaceRemover and FaceReducer), timed as the "shape" stage with seconds per step."""
+    stages.start("shape")
+    timer = StepTimer()
+    timer.attach(pipe.model)
+    mesh = pipe(image=pil, num_inference_steps=steps, guidance_scale=SETTINGS["guidance_scale"],
+                octree_resolution=SETTINGS["octree_resolution"],
+                generator=torch.Generator("cpu").manual_seed(1234), enable_pbar=False)[0]
+    mesh = library.FaceReducer()(library.DegenerateFaceRemover()(library.FloaterRemover()(mesh)),
+                                 max_facenum=SETTINGS["face_count"])
+    stages.stop()
+    stages.rows["shape"].update(timer.take())
+    return mesh
 
 
 def run_upstream_20(args):
@@ -438,7 +459,7 @@ def run_upstream_20(args):
 
         pil = Image.fromarray(image(), "RGBA")
         stages.start("shape_load")
-        from hy3dgen.shapegen import DegenerateFaceRemover, FaceReducer, FloaterRemover, Hunyuan3DDiTFlowMatchingPipeline
+        from hy3dgen.shapegen import Hunyuan3DDiTFlowMatchingPipeline
 
         root = os.path.join(args.weights, repo_id)
         pipe = Hunyuan3DDiTFlowMatchingPipeline.from_pretrained(root, subfolder=turbo if fast else subfolder,
@@ -449,21 +470,13 @@ def run_upstream_20(args):
             pipe.vae = ShapeVAE.from_pretrained(root, subfolder=turbo_vae, use_safetensors=True,
                                                 device="cuda", dtype=torch.float16)
             pipe.enable_flashvdm(mc_algo="mc", replace_vae=False)
-        stages.start("shape")
-        timer = StepTimer()
-        timer.attach(pipe.model)
-        steps = 5 if fast else SETTINGS["num_inference_steps"]
-        mesh = pipe(image=pil, num_inference_steps=steps, guidance_scale=SETTINGS["guidance_scale"],
-                    octree_resolution=SETTINGS["octree_resolution"],
-                    generator=torch.Generator("cpu").manual_seed(1234), enable_pbar=False)[0]
-        mesh = FaceReducer()(DegenerateFaceRemover()(FloaterRemover()(mesh)), max_facenum=SETTINGS["face_count"])
-        stages.stop()
-        stages.rows["shape"].update(timer.take())
+        import hy3dgen.shapegen as library
+
+        mesh = upstream_shape(library, pipe, pil, 5 if fast else SETTINGS["num_inference_steps"], stages)
         record.update(ok=True, faces=int(len(mesh.faces)))
     except Exception as exc:
         stages.stop()
-        record.update(ok=False, error="%s: %s" % (type(exc).__name__, str(exc)[:600]),
-                      trace=traceback.format_exc()[-1500:])
+        record.update(failure(exc))
     record["job_s"] = round(time.perf_counter() - t_job, 2)
     record["stages"] = stages.rows
     emit(args, record)
@@ -488,19 +501,12 @@ def run_upstream(args):
         pil = Image.fromarray(rgba, "RGBA")
         stages.start("shape_load")
         from hy3dshape.pipelines import Hunyuan3DDiTFlowMatchingPipeline
-        from hy3dshape.postprocessors import DegenerateFaceRemover, FaceReducer, FloaterRemover
 
         shape_root = os.path.join(args.weights, "tencent", "Hunyuan3D-2.1")
         pipe = Hunyuan3DDiTFlowMatchingPipeline.from_pretrained(shape_root, subfolder="hunyuan3d-dit-v2-1")
-        stages.start("shape")
-        timer = StepTimer()
-        timer.attach(pipe.model)
-        mesh = pipe(image=pil, num_inference_steps=SETTINGS["num_inference_steps"],
-                    guidance_scale=SETTINGS["guidance_scale"], octree_resolution=SETTINGS["octree_resolution"],
-                    generator=torch.Generator("cpu").manual_seed(1234), enable_pbar=False)[0]
-        mesh = FaceReducer()(DegenerateFaceRemover()(FloaterRemover()(mesh)), max_facenum=SETTINGS["face_count"])
-        stages.stop()
-        stages.rows["shape"].update(timer.take())
+        import hy3dshape.postprocessors as library
+
+        mesh = upstream_shape(library, pipe, pil, SETTINGS["num_inference_steps"], stages)
         record["faces"] = int(len(mesh.faces))
         work = os.path.join(args.scratch, "upstream")
         os.makedirs(work, exist_ok=True)
@@ -530,8 +536,7 @@ def run_upstream(args):
         record["ok"] = True
     except Exception as exc:
         stages.stop()
-        record.update(ok=False, error="%s: %s" % (type(exc).__name__, str(exc)[:600]),
-                      trace=traceback.format_exc()[-1500:])
+        record.update(failure(exc))
     record["job_s"] = round(time.perf_counter() - t_job, 2)
     record["stages"] = stages.rows
     emit(args, record)
