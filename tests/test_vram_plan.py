@@ -180,3 +180,22 @@ def test_engine_menu_says_how_each_card_runs_hunyuan21():
     assert summary["80"] == summary["24"] == "shape resident, texture resident"
     assert summary["16"].endswith("waits in host RAM")
     assert "texture model offload" in summary["12"]
+
+
+def test_hooked_encode_gets_its_inputs_on_the_offload_device():
+    """The 2.1 painter's encode_images passes host tensors to an offloaded VAE's encode; the hook moves only
+    the VAE. After inputs_follow_offload the arguments reach the hook's execution device (meta here, as a
+    stand-in for cuda), inside lists and keywords too; a module without a hook keeps its method."""
+
+    class Vae(torch.nn.Module):
+        def encode(self, images, extra=None):
+            return images.device, [t.device for t in (extra or [])]
+
+    vae, plain = Vae(), Vae()
+    vae._hf_hook = types.SimpleNamespace(hooks=[types.SimpleNamespace(), types.SimpleNamespace(
+        execution_device=torch.device("meta"))])
+    hunyuan_memory.inputs_follow_offload(vae)
+    hunyuan_memory.inputs_follow_offload(vae)            # twice: wrapped once
+    hunyuan_memory.inputs_follow_offload(plain)
+    assert vae.encode(torch.zeros(2), extra=[torch.zeros(1)]) == (torch.device("meta"), [torch.device("meta")])
+    assert plain.encode(torch.zeros(2)) == (torch.device("cpu"), [])

@@ -189,8 +189,54 @@ def apply_offload(model, mode, device):
             cpu_offload(module, execution_device=device)
         else:
             cpu_offload_with_hook(module, execution_device=device)
+    for module in offload.find_modules(model):
+        for sub in module.modules():
+            inputs_follow_offload(sub)
     gc.collect()
     torch.cuda.empty_cache()
+
+
+# Methods diffusers decorates with apply_forward_hook: they run the offload hook's pre_forward on the module
+# alone, so the module moves to the GPU but its inputs do not.
+HOOKED_METHODS = ("encode", "decode")
+
+
+def _execution_device(hook):
+    device = getattr(hook, "execution_device", None)
+    if device is None:                                   # accelerate's SequentialHook chains several
+        for inner in getattr(hook, "hooks", ()):
+            device = device or _execution_device(inner)
+    return device
+
+
+def _to_device(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value
+
+
+def inputs_follow_offload(module):
+    """Under model offload the 2.1 painter puts its images on `vae.device` (the host, while the VAE waits
+    there) and calls `vae.encode`, whose hook then moves the VAE to the GPU: the weights are on cuda and the
+    images not (seen at full size with a 12 GB cap). Each hooked encode/decode of an offloaded module first
+    moves its tensor arguments to the hook's execution device."""
+    device = _execution_device(getattr(module, "_hf_hook", None))
+    if device is None:
+        return
+    for name in HOOKED_METHODS:
+        method = getattr(module, name, None)
+        if method is None or getattr(method, "_gen3d_follows", False):
+            continue
+
+        def follow(*args, _method=method, **kwargs):
+            return _method(*_to_device(args, device), **_to_device(kwargs, device))
+
+        follow._gen3d_follows = True
+        setattr(module, name, follow)
 
 
 def _library_objects(root, depth=3):
