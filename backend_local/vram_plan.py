@@ -129,15 +129,6 @@ def plan_jobs(needs, total_gb, host_gb, jobs=2):
     return steps
 
 
-def decode_chunks(spare_gb, bytes_per_query, low=8000, high=200000):
-    """Surface-decoding batch (the libraries' num_chunks): as many query points as fit in `spare_gb`,
-    within [low, high]; upstream's fast setting is 200000, its safe default 8000."""
-    if bytes_per_query <= 0:
-        return high
-    fit = int(spare_gb * GB * HEADROOM / bytes_per_query)
-    return int(max(low, min(high, fit // 1000 * 1000)))
-
-
 # -------------------------------------------------------------------------------------------------
 # Measuring the real budget
 

@@ -74,10 +74,10 @@ def test_models_needed_next_are_kept_first():
     assert plan.moves == {"c/y": vp.KEEP, "b/x": vp.TO_HOST}
 
 
-def test_decode_chunks_follow_the_spare_memory():
-    assert vp.decode_chunks(100, 32 * 1024) == 200000
-    assert vp.decode_chunks(2.0, 32 * 1024) == 60000
-    assert vp.decode_chunks(0.1, 32 * 1024) == 8000
+def test_surface_decoding_batch_is_upstreams_default_unless_set():
+    from backend_local.engines import hunyuan_speed
+    assert hunyuan_speed.shape_chunks({}) == hunyuan_speed.DEFAULT_CHUNKS == 8000
+    assert hunyuan_speed.shape_chunks({"num_chunks": "200000"}) == 200000
 
 
 class FakeCuda:
@@ -182,20 +182,32 @@ def test_engine_menu_says_how_each_card_runs_hunyuan21():
     assert "texture model offload" in summary["12"]
 
 
-def test_hooked_encode_gets_its_inputs_on_the_offload_device():
-    """The 2.1 painter's encode_images passes host tensors to an offloaded VAE's encode; the hook moves only
-    the VAE. After inputs_follow_offload the arguments reach the hook's execution device (meta here, as a
-    stand-in for cuda), inside lists and keywords too; a module without a hook keeps its method."""
+def test_offloaded_modules_get_their_inputs_on_the_execution_device_on_every_call():
+    """accelerate's hook skips moving the inputs once the module is on the GPU (its pre_forward returns them
+    as given), and a hooked encode runs the hook without the inputs; the 2.1 painter passes host tensors to
+    both. After inputs_follow_offload every call's tensors reach the execution device (meta stands in for
+    cuda), inside lists and dicts; a dict keeps its identity (the painter's per-job cache lives in one); a
+    module without a hook keeps its methods."""
 
     class Vae(torch.nn.Module):
         def encode(self, images, extra=None):
             return images.device, [t.device for t in (extra or [])]
 
+    class SkipsWhenResident:                             # accelerate's CpuOffload once the module is resident
+        execution_device = torch.device("meta")
+
+        def pre_forward(self, module, *args, **kwargs):
+            return args, kwargs
+
     vae, plain = Vae(), Vae()
-    vae._hf_hook = types.SimpleNamespace(hooks=[types.SimpleNamespace(), types.SimpleNamespace(
-        execution_device=torch.device("meta"))])
+    vae._hf_hook = types.SimpleNamespace(hooks=[types.SimpleNamespace(), SkipsWhenResident()])
+    vae._hf_hook.pre_forward = vae._hf_hook.hooks[1].pre_forward
     hunyuan_memory.inputs_follow_offload(vae)
     hunyuan_memory.inputs_follow_offload(vae)            # twice: wrapped once
     hunyuan_memory.inputs_follow_offload(plain)
     assert vae.encode(torch.zeros(2), extra=[torch.zeros(1)]) == (torch.device("meta"), [torch.device("meta")])
     assert plain.encode(torch.zeros(2)) == (torch.device("cpu"), [])
+    cache = {"embeds": torch.zeros(3), "cache": {}}
+    args, kwargs = vae._hf_hook.pre_forward(vae, torch.zeros(2), cached_condition=cache)
+    assert args[0].device.type == "meta" and kwargs["cached_condition"] is cache
+    assert cache["embeds"].device.type == "meta"

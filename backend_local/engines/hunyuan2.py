@@ -139,7 +139,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         job.progress("shape", 0.02, "loading %s" % self.name)
         variant = specs.shape_variant(self.name, job.request.preset)
         model = self.model(base.SHAPE, job.device, variant)
-        return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device),
+        return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings),
                                             image=self.library_image(job))
 
     def library_image(self, job):

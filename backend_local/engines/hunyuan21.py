@@ -169,7 +169,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
         job.progress("shape", 0.02, "loading %s" % self.name)
         model = self.model(base.SHAPE, job.device, specs.shape_variant(self.name, job.request.preset))
         with hc.library_paths(self.library_folders()):
-            return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings, job.device))
+            return hunyuan_shape.generate_shape(self, model, job, hunyuan_speed.shape_chunks(self.settings))
 
     def generate_texture(self, job, shape):
         import trimesh

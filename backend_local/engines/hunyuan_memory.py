@@ -210,23 +210,43 @@ def _execution_device(hook):
 
 
 def _to_device(value, device):
+    """Tensors inside value moved to device. A dict is updated in place (the painters keep per-job caches in
+    the dicts they pass, and read them back by identity); a list or tuple is rebuilt only if an item moved."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(item, device) for item in value)
     if isinstance(value, dict):
-        return {key: _to_device(item, device) for key, item in value.items()}
+        for key, item in list(value.items()):
+            moved = _to_device(item, device)
+            if moved is not item:
+                value[key] = moved
+        return value
+    if isinstance(value, (list, tuple)):
+        moved = [_to_device(item, device) for item in value]
+        if any(new is not old for new, old in zip(moved, value)):
+            return type(value)(moved) if isinstance(value, list) else tuple(moved)
     return value
 
 
 def inputs_follow_offload(module):
-    """Under model offload the 2.1 painter puts its images on `vae.device` (the host, while the VAE waits
-    there) and calls `vae.encode`, whose hook then moves the VAE to the GPU: the weights are on cuda and the
-    images not (seen at full size with a 12 GB cap). Each hooked encode/decode of an offloaded module first
-    moves its tensor arguments to the hook's execution device."""
-    device = _execution_device(getattr(module, "_hf_hook", None))
+    """accelerate's model-offload hook moves a module's inputs only on the call that moves the module: once
+    the module is on the GPU it passes them as they are. The 2.1 painter builds tensors on `unet.device` /
+    `vae.device` (the host, while those wait there) and passes them to every denoising step, so step 2 saw
+    cuda weights and host inputs (seen at full size with a 12 GB cap); its `vae.encode` (a hooked method, not
+    forward) never moved them. Every forward and hooked encode/decode of an offloaded module now gets its
+    tensor arguments on the hook's execution device (no copy for those already there)."""
+    hook = getattr(module, "_hf_hook", None)
+    device = _execution_device(hook)
     if device is None:
         return
+    if not getattr(hook, "_gen3d_follows", False):
+        original = hook.pre_forward
+
+        def pre_forward(mod, *args, **kwargs):
+            args, kwargs = original(mod, *args, **kwargs)
+            return _to_device(args, device), _to_device(kwargs, device)
+
+        hook.pre_forward = pre_forward
+        hook._gen3d_follows = True
     for name in HOOKED_METHODS:
         method = getattr(module, name, None)
         if method is None or getattr(method, "_gen3d_follows", False):
