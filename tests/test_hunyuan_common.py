@@ -284,6 +284,35 @@ def test_painted_result_keeps_baked_maps_and_replaces_painted_ones():
     assert result.uvs.shape == (len(result.vertices), 2) and result.faces.max() < len(result.vertices)
 
 
+def test_bake_beside_the_painter_reports_nothing_and_stops_on_cancel():
+    """start_bake runs while the painter paints: its progress stays off the bar (the painter's owns it), the
+    future's result is what painted_result places the painted maps into, and a cancel stops it."""
+    import threading
+
+    from backend_local.engines.base import ShapeResult
+    from shared.errors import CANCELLED, Gen3DError
+
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    request = parse_request({"image_path": "x.png", "texture_size": 256})
+    image = np.zeros((256, 256, 4), np.uint8)
+    image[40:216, 40:216] = (90, 120, 150, 255)
+    reports, cancel = [], threading.Event()
+    job = JobContext(request, image, torch.device("cpu"), tempfile.mkdtemp(),
+                     report=lambda *args: reports.append(args), cancel=cancel)
+    shape = ShapeResult(mesh.vertices, mesh.faces)
+    baking = hunyuan_texture.start_bake(job, shape, 256)
+    assert set(baking.result(timeout=60)["maps"]) == {"albedo", "normal", "roughness", "metallic", "ao"}
+    assert reports == []
+    painted = {"vertices": mesh.vertices, "faces": mesh.faces, "uvs": np.full((len(mesh.vertices), 2), 0.5),
+               "uv_faces": mesh.faces, "images": {"albedo": np.full((4, 4, 3), [0.0, 1.0, 0.0], np.float32)}}
+    result = hunyuan_texture.painted_result(job, shape, painted, 256, baking)
+    assert (result.maps["albedo"] == (0, 255, 0)).all() and [r[1] for r in reports] == [0.88, 0.9]
+    cancel.set()
+    with pytest.raises(Gen3DError) as caught:
+        hunyuan_texture.start_bake(job, shape, 256).result(timeout=60)
+    assert caught.value.code == CANCELLED
+
+
 def test_placeholder_modules_stand_in_only_while_importing():
     name = "gen3d_surely_missing_module"
     with hc.placeholder_modules([name, "os"], "only needed for OBJ to GLB conversion"):

@@ -157,6 +157,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
         mesh = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
         with hc.job_folder(job.work_dir, self.name + "-paint"), hc.gpu_stage(self, base.TEXTURE, job.device), \
                 hc.on_device(job.device):
+            baking = hunyuan_texture.start_bake(job, shape, size)
             job.progress("texture", 0.1, "painting the views")
             painted = painter(mesh, image=hc.pil_image(job.image))
         result = {
@@ -164,7 +165,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
             "uvs": np.asarray(painted.visual.uv, np.float64), "uv_faces": np.asarray(painted.faces, np.int64),
             "images": {"albedo": hunyuan_texture.read_image(painted.visual.material.image, 3)},
         }
-        return hunyuan_texture.painted_result(job, shape, result, size)
+        return hunyuan_texture.painted_result(job, shape, result, size, baking)
 
 
 class Hunyuan2Engine(Hy3DGenEngine):

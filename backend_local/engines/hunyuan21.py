@@ -183,6 +183,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
                 hc.gpu_stage(self, base.TEXTURE, job.device), hc.on_device(job.device):
             mesh_path = os.path.join(folder, "shape.obj")
             trimesh.Trimesh(shape.vertices, shape.faces, process=False).export(mesh_path)
+            baking = hunyuan_texture.start_bake(job, shape, size)
             job.progress("texture", 0.1, "painting albedo, metallic and roughness")
             obj_path = painter(mesh_path=mesh_path, image_path=hc.pil_image(job.image),
                                output_mesh_path=os.path.join(folder, "textured_mesh.obj"), use_remesh=False,
@@ -192,4 +193,4 @@ class Hunyuan21Engine(hc.HunyuanEngine):
             # renderer's textures instead, falling back to the OBJ's albedo and roughness.
             painted = hunyuan_texture.painted_from_render(painter.render) or \
                 hunyuan_texture.read_textured_obj(obj_path)
-        return hunyuan_texture.painted_result(job, shape, painted, size)
+        return hunyuan_texture.painted_result(job, shape, painted, size, baking)
