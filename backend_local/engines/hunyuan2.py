@@ -38,7 +38,6 @@ PAINT_MODEL = hc.ModelFiles(specs.REPO_20, "",
                             ("%s/model_index.json" % PAINT_SUBFOLDER, "hunyuan3d-delight-v2-0/model_index.json"),
                             "Hunyuan3D-2 paint")
 # The painter bakes at up to this size; its atlas is resampled into ours at the requested texture_size.
-MAX_PAINT_TEXTURE = 4096
 CHECKPOINT_FILES = ("config.yaml", "model.fp16.safetensors")
 
 
@@ -149,11 +148,7 @@ class Hy3DGenEngine(hc.HunyuanEngine):
     def generate_texture(self, job, shape):
         import trimesh
 
-        job.progress("texture", 0.02, "loading the Hunyuan3D-2 painter")
-        painter = self.model(base.TEXTURE, job.device)
-        size = job.request.texture_size
-        painter.config.texture_size = min(2 * size, MAX_PAINT_TEXTURE)
-        painter.render.set_default_texture_resolution(painter.config.texture_size)
+        painter, size = hunyuan_texture.ready_painter(self, job, "loading the Hunyuan3D-2 painter")
         mesh = trimesh.Trimesh(shape.vertices, shape.faces, process=False)
         with hc.job_folder(job.work_dir, self.name + "-paint"), hc.gpu_stage(self, base.TEXTURE, job.device), \
                 hc.on_device(job.device):

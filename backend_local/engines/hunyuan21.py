@@ -35,7 +35,6 @@ INPAINT_HINT = ("the painter's compiled mesh_inpaint_processor: `python -m backe
                 "builds it (by hand: `cd hy3dpaint/DifferentiableRenderer && bash compile_mesh_painter.sh` in the "
                 "Hunyuan3D-2.1 checkout)")
 BPY_WHY = ("the Hunyuan3D-2.1 painter's GLB conversion needs Blender's bpy; Gen3D calls it with save_glb=False")
-MAX_PAINT_TEXTURE = 4096   # the painter bakes at twice our size up to this, then halves its own output
 
 
 class Hunyuan21Engine(hc.HunyuanEngine):
@@ -174,11 +173,7 @@ class Hunyuan21Engine(hc.HunyuanEngine):
     def generate_texture(self, job, shape):
         import trimesh
 
-        job.progress("texture", 0.02, "loading the Hunyuan3D-2.1 PBR painter")
-        painter = self.model(base.TEXTURE, job.device)
-        size = job.request.texture_size
-        painter.config.texture_size = min(2 * size, MAX_PAINT_TEXTURE)
-        painter.render.set_default_texture_resolution(painter.config.texture_size)
+        painter, size = hunyuan_texture.ready_painter(self, job, "loading the Hunyuan3D-2.1 PBR painter")
         with hc.library_paths(self.library_folders()), hc.job_folder(job.work_dir, self.name + "-paint") as folder, \
                 hc.gpu_stage(self, base.TEXTURE, job.device), hc.on_device(job.device):
             mesh_path = os.path.join(folder, "shape.obj")

@@ -23,6 +23,7 @@ from ..texturing.bake import bake_textures
 from ..texturing.fill import push_pull
 from . import base
 
+MAX_PAINT_TEXTURE = 4096  # the painters bake at twice our size up to this, then halve their own output
 MATCH_TOLERANCE = 1e-3     # output-frame units: corners closer than this are the same corner
 MAX_UNMATCHED = 0.02       # share of triangles the painter may have changed before we refuse its result
 
@@ -164,6 +165,16 @@ def transfer(baked, painted, size, device):
         array = (canvas.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
         maps[name] = array.transpose(1, 2, 0) if array.shape[0] == 3 else array[0]
     return maps
+
+
+def ready_painter(engine, job, message):
+    """The loaded painter set to bake at twice the request's texture size (see _halved), and that size."""
+    job.progress("texture", 0.02, message)
+    painter = engine.model(base.TEXTURE, job.device)
+    size = job.request.texture_size
+    painter.config.texture_size = min(2 * size, MAX_PAINT_TEXTURE)
+    painter.render.set_default_texture_resolution(painter.config.texture_size)
+    return painter, size
 
 
 class _QuietJob:
