@@ -214,6 +214,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest convolutions
     config = ModelConfig(image_size=args.image_size, grid=args.grid, widths=tuple(int(w) for w in args.widths.split(",")))
 
     torch.manual_seed(args.seed)
