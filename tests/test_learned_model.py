@@ -214,3 +214,21 @@ def test_sphere_grid_maps_onto_the_disc_in_pixels():
     edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
     _, counts = np.unique(edges, axis=0, return_counts=True)
     assert (counts == 2).all()  # closed: every edge shared by exactly two faces
+
+
+def test_reconstruct_puts_a_full_depth_prediction_on_the_silhouette():
+    """End to end through reconstruct(): a network made to fill every ray the silhouette touches gives
+    the disc's cylinder, through the whole depth window, where the disc is in the source image."""
+    h, w, cx, cy, r = 240, 320, 200.0, 90.0, 40.0
+    model = ShapeNet(ModelConfig(image_size=64, grid=32)).eval()
+    with torch.no_grad():
+        final = model.head[-1]
+        final.weight.zero_()
+        final.bias.fill_(5.0)
+    vertices, faces, elevation, confidence = infer.reconstruct(model, disc_image(h, w, cx, cy, r))
+    side = 96  # the disc's 80 px times the margin
+    cell = side / 32
+    np.testing.assert_allclose(vertices[:, :2].min(0), [cx - w / 2 - r, h / 2 - cy - r], atol=1.5 * cell)
+    np.testing.assert_allclose(vertices[:, :2].max(0), [cx - w / 2 + r, h / 2 - cy + r], atol=1.5 * cell)
+    np.testing.assert_allclose([vertices[:, 2].min(), vertices[:, 2].max()], [-side / 2, side / 2], atol=cell)
+    assert faces.dtype == np.int64 and np.isfinite(elevation) and 0 < confidence < 1
