@@ -1,7 +1,7 @@
 """Throughput of the learned model's on-the-fly training data, and a contact sheet to look at.
 
     python bench/learned_data.py [--device cpu|cuda] [--count 16] [--repeats 2] [--sheet PATH]
-                                 [--sheet-count 64] [--seed 0] [--no-shadows]
+                                 [--sheet-count 64] [--seed 0] [--no-shadows] [--threads N]
 
 Times make_batch at 128 px / 64^3 (the training size) after one warm-up batch and prints samples
 per second. With --sheet, renders --sheet-count objects at 128 px and writes them as a grid on a
@@ -73,7 +73,10 @@ def main():
     parser.add_argument("--sheet-count", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-shadows", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (on a shared CPU, 1 can be faster)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shadows = not args.no_shadows
     for image_size, grid in ((128, 64), (64, 32)):

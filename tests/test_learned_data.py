@@ -9,7 +9,8 @@ from backend_local.engines.builtin.learned import sdf
 from backend_local.engines.builtin.learned.families import FAMILIES, Rand
 from backend_local.engines.builtin.learned.materials import sample_materials
 from backend_local.engines.builtin.learned.render import camera_rotation, make_batch, render
-from backend_local.engines.builtin.learned.scenes import Objects, grid_bounds, sample_objects
+from backend_local.engines.builtin.learned.lattice import lattice_sdf
+from backend_local.engines.builtin.learned.scenes import Objects, sample_objects
 from backend_local.engines.builtin.learned.slots import Slots, rot_y
 
 # One thread: this 2-core machine is often shared, and two spinning OpenMP threads then run ~10x slower.
@@ -51,7 +52,7 @@ def test_primitive_distances_match_brute_force():
     square = [[0.6, 0.9], [-0.6, 0.9], [-0.6, -0.9], [0.6, -0.9]]
     d_ext = _one_slot(sdf.EXTRUDE, [0.3, 0.0], poly=square).evaluate(points)[0][0]
     assert torch.allclose(d_ext, d, atol=1e-5)
-    profile = [[0.5, -0.4], [0.5, 0.4], [-0.5, 0.4], [-0.5, -0.4]]
+    profile = [[0.0, -0.4], [0.5, -0.4], [0.5, 0.4], [0.0, 0.4]]  # half section, axis closes it
     d_rev = _one_slot(sdf.REVOLVE, [], poly=profile).evaluate(points)[0][0]
     d_cyl = _one_slot(sdf.CYLINDER, [0.5, 0.4, 0.0]).evaluate(points)[0][0]
     assert torch.allclose(d_rev, d_cyl, atol=1e-5)
@@ -85,6 +86,27 @@ def test_smooth_union_and_subtract_fold():
     assert smooth[0, 3] < 0                              # the blend bridges it
     assert torch.allclose(hard[0, [0, 1, 4]], smooth[0, [0, 1, 4]])  # far from the seam: unchanged
     assert part[0, 1] == 1 and part[0, 2] == 2 and part[0, 0] == 0
+
+
+def test_sparse_lattice_matches_dense_evaluation():
+    objs = sample_objects(3, _gen(8), "cpu", families=["legs", "organic", "extrusion"])
+    res, band = 32, 0.02
+    origin = torch.tensor([-0.6, -0.1, -0.6]).expand(3, 3).clone()
+    steps = torch.diag_embed(torch.full((3, 3), 1.2 / res))
+    evaluated = []
+
+    def counted(points):
+        evaluated.append(points.shape[1])
+        return objs.sdf(points)
+
+    sparse = lattice_sdf(counted, origin, steps, res, band)
+    k = torch.arange(res) + 0.5
+    idx = torch.stack(torch.meshgrid(k, k, k, indexing="ij"), -1).reshape(1, -1, 3)
+    dense = objs.sdf(origin[:, None, :] + idx @ steps).view(3, res, res, res)
+    assert torch.equal(sparse < 0, dense < 0)
+    assert torch.allclose(sparse.clamp(-band, band), dense.clamp(-band, band), atol=1e-6)
+    assert (sparse.abs() <= dense.abs() + 1e-6).all()
+    assert sum(evaluated) < 0.6 * res ** 3  # blocks far from the surface were filled, not evaluated
 
 
 def _plane(objs, axis, value, res=90):

@@ -15,6 +15,7 @@ from . import sdf
 from .slots import POLY, Slots, align_y, axis_angle, rot_x, rot_y, rot_z
 
 PI = math.pi
+PROFILE = 14  # profile points of a revolved section (two more vertices close it on the axis)
 
 
 class Rand:
@@ -132,10 +133,11 @@ def primitives(n: int, rand: Rand) -> Slots:
 
 
 def _profile_polygon(radius: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
-    """Meridian polygon (n, 2P, 2) of a profile r(y) sampled at P heights, mirrored across the axis."""
-    right = torch.stack([radius, height], -1)
-    left = torch.stack([-radius, height], -1).flip(1)
-    return torch.cat([right, left], 1)
+    """Half meridian section (n, P + 2, 2) of a profile r(y) sampled at P heights: from the axis
+    at the bottom, along the profile, back to the axis at the top (sdf.revolve closes it)."""
+    zero = torch.zeros_like(radius[:, :1])
+    return torch.cat([torch.stack([zero, height[:, :1]], -1), torch.stack([radius, height], -1),
+                      torch.stack([zero, height[:, -1:]], -1)], 1)
 
 
 def _smooth_profile(rand: Rand, n: int, points: int, y: torch.Tensor) -> torch.Tensor:
@@ -150,7 +152,7 @@ def _smooth_profile(rand: Rand, n: int, points: int, y: torch.Tensor) -> torch.T
 def revolution(n: int, rand: Rand) -> Slots:
     """A random profile revolved about y: vases, bottles, lamps, stacked turned pieces."""
     s = Slots.empty(n, rand.device)
-    points = POLY // 2
+    points = PROFILE
     height = rand.u(n, 0.6, 2.4)
     style = rand.choice(n, [1.0, 1.0, 0.7])  # smooth curve, stacked steps, taper with a neck
     t = torch.linspace(0, 1, points, device=rand.device).expand(n, points)
@@ -433,7 +435,7 @@ def cavity(n: int, rand: Rand) -> Slots:
     zero = torch.zeros(n, device=dev)
     style = rand.choice(n, [1.6, 1.0, 0.5])
     # Cups and bowls: outer profile, inner = the same profile moved in by the wall, open on top.
-    points = POLY // 2
+    points = PROFILE
     t = torch.linspace(0, 1, points, device=dev).expand(n, points)
     height = rand.u(n, 0.25, 1.2)
     top_r = rand.u(n, 0.35, 0.6)

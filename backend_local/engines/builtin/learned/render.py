@@ -27,25 +27,19 @@ from typing import Sequence
 import torch
 
 from .families import Rand
-from .scenes import Objects, measure, sample_objects
+from .lattice import compact, lattice_sdf, measure
+from .scenes import Objects, sample_objects
 from .slots import rot_x, rot_y
 
 TRACE_STEPS = 64
 SHADOW_STEPS = 12
 COMPACT_EVERY = 6
+TRUNCATE = 4  # the sdf target's band, in grid cells
 
 
 def camera_rotation(elevation: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
     """World(upright)-to-camera rotations (B, 3, 3) for elevations and azimuths (B,) in radians."""
     return rot_x(elevation) @ rot_y(azimuth).transpose(-1, -2)
-
-
-def _compact(mask: torch.Tensor) -> torch.Tensor:
-    """Column indices (B, M) that list each row's true entries first, M = the largest count
-    (rows with fewer are padded with some of their false entries)."""
-    m = int(mask.sum(1).max().item()) if mask.numel() else 0
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    return order[:, :m]
 
 
 def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -101,7 +95,7 @@ def trace(scene: _CameraScene, origin_xy: torch.Tensor, z_start: torch.Tensor, t
     for step in range(steps):
         if step and step % COMPACT_EVERY == 0:
             # Drop finished rays (hits and exits) so later steps only pay for the hard ones.
-            live = _compact(~hit & (t <= t_max[:, None]))
+            live = compact(~hit & (t <= t_max[:, None]))
             if live.shape[1] == 0:
                 break
         tt = t.gather(1, live)
@@ -239,13 +233,19 @@ def _window_points(centre: torch.Tensor, half: torch.Tensor, size: int) -> torch
 
 def occupancy_grid(scene: _CameraScene, centre: torch.Tensor, z_mid: torch.Tensor, half: torch.Tensor,
                    size: int, depth_range: float = 1.0) -> torch.Tensor:
-    """Signed distances (B, G, G, G) in window units at the cell centres, [depth, row, col]."""
-    k = (2 * torch.arange(size, device=centre.device, dtype=centre.dtype) + 1) / size - 1
-    z, y, x = torch.meshgrid(depth_range * k, -k, k, indexing="ij")
-    cells = torch.stack([x, y, z], -1).reshape(1, -1, 3)
-    origin = torch.cat([centre, z_mid[:, None]], -1)
-    d = scene.sdf(origin[:, None, :] + half[:, None, None] * cells)
-    return (d / half[:, None]).view(-1, size, size, size)
+    """Truncated signed distances (B, G, G, G) in window units at the cell centres, [depth, row,
+    col], clamped to +-TRUNCATE cells (exact within that band, sign exact everywhere)."""
+    b = centre.shape[0]
+    cell = 2.0 * half / size
+    origin = torch.stack([centre[:, 0] - half, centre[:, 1] + half, z_mid - depth_range * half], -1)
+    steps = torch.zeros(b, 3, 3, device=centre.device, dtype=centre.dtype)
+    steps[:, 0, 2] = depth_range * cell    # depth index: far (-z) to near
+    steps[:, 1, 1] = -cell                 # row: top (+y) to bottom
+    steps[:, 2, 0] = cell                  # col: left (-x) to right
+    band = TRUNCATE * cell
+    d = lattice_sdf(scene.sdf, origin, steps, size, band)
+    return (torch.maximum(torch.minimum(d, band[:, None, None, None]), -band[:, None, None, None])
+            / half[:, None, None, None])
 
 
 def make_batch(count: int, generator: torch.Generator, device: torch.device | str = "cpu",
@@ -274,8 +274,8 @@ def render(objects: Objects, elevation: torch.Tensor, azimuth: torch.Tensor, mar
       rgba (B, 4, S, S) float32 in [0, 1], straight colour, alpha = coverage, background 0;
       occupancy (B, G, G, G) float32 0/1, [depth (0 = far), row (top first), col (left first)],
         the cell centres' inside test (parts thinner than a cell can fall between centres);
-      sdf (B, G, G, G) float32 the signed distance at those cell centres, in window units (the
-        window's half side = 1), occupancy = sdf < 0;
+      sdf (B, G, G, G) float32 the signed distance at those cell centres in window units (the
+        window's half side = 1), truncated to +-4 cells (8 / G), exact within; occupancy = sdf < 0;
       elevation, azimuth (B,) float32 radians; rotation (B, 3, 3) camera_rotation of them;
       window (B, 4) float32 (cx, cy, cz, h): window point w (cell centres: x, y as above, z
         depth_range * (-1 + (2k + 1) / G)) is the camera-frame point (cx, cy, cz) + h * w, and
@@ -304,7 +304,7 @@ def render(objects: Objects, elevation: torch.Tensor, azimuth: torch.Tensor, mar
     # (the distance at its closest approach), which anti-aliases the silhouette without supersampling.
     alpha = torch.where(hit, torch.ones_like(closest), (0.5 - closest / pixel[:, None]).clamp(0.0, 1.0))
 
-    seen = _compact(alpha > 0)
+    seen = compact(alpha > 0)
     rgb = torch.zeros(count, image_size * image_size, 3, device=device)
     if seen.shape[1]:
         ts = t.gather(1, seen)

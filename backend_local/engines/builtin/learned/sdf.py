@@ -92,32 +92,40 @@ def torus(p: torch.Tensor, major: torch.Tensor, minor: torch.Tensor,
     return torch.sqrt(((p * p).sum(-1) + ra * ra - 2.0 * ra * k).clamp_min(1e-12)) - minor[:, None]
 
 
-def polygon(q: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
+def polygon(q: torch.Tensor, verts: torch.Tensor, open_last: bool = False) -> torch.Tensor:
     """Exact signed distance to a closed 2D polygon. q: (M, N, 2); verts: (M, V, 2).
 
     Padding by repeating a vertex is harmless: a zero-length edge adds neither distance nor a
-    crossing."""
-    vi = verts[:, None, :, :]
-    vj = torch.roll(verts, -1, dims=1)[:, None, :, :]
-    e = vj - vi
-    w = q[:, :, None, :] - vi
-    t = ((w * e).sum(-1) / (e * e).sum(-1).clamp_min(1e-12)).clamp(0.0, 1.0)
-    b = w - e * t[..., None]
-    dist2 = (b * b).sum(-1).min(-1).values
-    above_i = q[..., None, 1] >= vi[..., 1]
-    below_j = q[..., None, 1] < vj[..., 1]
-    left = e[..., 0] * w[..., 1] > e[..., 1] * w[..., 0]
-    crossing = (above_i & below_j & left) | (~above_i & ~below_j & ~left)
+    crossing. open_last leaves the closing edge (last vertex to first) out of the distance but
+    not out of the inside test: the axis of a half meridian section, which is no surface."""
+    vx, vy = verts[:, None, :, 0], verts[:, None, :, 1]
+    nxt = torch.roll(verts, -1, dims=1)
+    ex, ey = nxt[:, None, :, 0] - vx, nxt[:, None, :, 1] - vy
+    inv = 1.0 / (ex * ex + ey * ey).clamp_min(1e-12)
+    qx, qy = q[..., 0:1], q[..., 1:2]
+    wx, wy = qx - vx, qy - vy
+    t = ((wx * ex + wy * ey) * inv).clamp(0.0, 1.0)
+    bx, by = wx - ex * t, wy - ey * t
+    dist2 = bx * bx + by * by
+    if open_last:
+        dist2[..., -1] = float("inf")
+    dist2 = dist2.min(-1).values
+    # Crossing number: an edge counts when all three tests agree (iq's polygon formulation).
+    above = qy >= vy
+    below_next = qy < vy + ey
+    left = ex * wy > ey * wx
+    crossing = (above == below_next) & (above == left)
     inside = (crossing.sum(-1) % 2) == 1
     dist = torch.sqrt(dist2.clamp_min(1e-12))
     return torch.where(inside, -dist, dist)
 
 
 def revolve(p: torch.Tensor, profile: torch.Tensor) -> torch.Tensor:
-    """Solid of revolution about local y. `profile` is the meridian cross-section (M, V, 2) in
-    (radius, y), mirrored across the axis, so the 2D distance is the 3D distance."""
+    """Solid of revolution about local y. `profile` (M, V, 2) is the half meridian section in
+    (radius >= 0, y), closed along the axis from its last vertex back to its first; the 2D
+    distance to its non-axis edges is the 3D distance."""
     q = torch.stack([_length(p[..., [0, 2]]), p[..., 1]], -1)
-    return polygon(q, profile)
+    return polygon(q, profile, open_last=True)
 
 
 def extrude(p: torch.Tensor, outline: torch.Tensor, half_thickness: torch.Tensor,

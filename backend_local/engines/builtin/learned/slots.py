@@ -22,7 +22,9 @@ POLY = 24         # polygon vertices per slot (padded by repeating the last one)
 PARAMS = 8
 PARTS = 3         # materials per object
 WAVES = 4         # sine components of the displacement
-EVAL_BUDGET = 1 << 23  # slot-point distances held at once; points are chunked to stay under it
+# Slot-point distances held at once (points are chunked to stay under it): cache-sized on CPU,
+# large on CUDA, where each chunk costs a few hundred kernel launches.
+EVAL_BUDGET = {"cpu": 1 << 22, "cuda": 1 << 25}
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Slots:
             wave_phase=torch.zeros(n, WAVES, device=device),
         )
 
+    def __post_init__(self):
+        self._plan = None
+
     @property
     def count(self) -> int:
         return self.kind.shape[0]
@@ -66,6 +71,7 @@ class Slots:
 
         kind, op, part: int or (n,) long; params (n, <=8); pos (n, 3); rot (n, 3, 3); blend float
         or (n,); poly (n, <=V, 2), padded here by repeating its last vertex."""
+        self._plan = None
         n = self.count
         dev = self.kind.device
         sel = torch.ones(n, dtype=torch.bool, device=dev) if mask is None else mask.to(dev)
@@ -96,6 +102,7 @@ class Slots:
         return Slots(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     def assign(self, index: torch.Tensor, other: "Slots") -> None:
+        self._plan = None
         for f in fields(self):
             getattr(self, f.name)[index] = getattr(other, f.name).to(getattr(self, f.name).device)
 
@@ -120,25 +127,46 @@ class Slots:
     def evaluate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance (n, N) and part index (n, N) at object-frame points (n, N, 3), chunked."""
         n, count, _ = points.shape
-        step = max(1, EVAL_BUDGET // max(1, n * SLOTS))
+        step = max(1, EVAL_BUDGET.get(points.device.type, 1 << 22) // max(1, n * SLOTS))
         if count <= step:
             return self._evaluate(points)
         parts = [self._evaluate(points[:, i:i + step]) for i in range(0, count, step)]
         return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
 
+    def plan(self) -> dict:
+        """What evaluation needs, gathered once per table (it reads tensors back to the host: on
+        CUDA a sync) and reused by every evaluation of the batch: per primitive kind present,
+        its (object, slot) pairs with their placements and parameters (polygons cut to the
+        vertices in use), the slots any object uses, and whether any object is displaced."""
+        if self._plan is None:
+            kinds = []
+            for kind in torch.unique(self.kind).tolist():
+                if kind == sdf.NONE:
+                    continue
+                obj, slot = torch.nonzero(self.kind == kind, as_tuple=True)
+                poly = self.poly[obj, slot]
+                if kind in (sdf.REVOLVE, sdf.EXTRUDE):
+                    # Trailing repeats of the last vertex are padding: drop the columns all share.
+                    differs = (poly[:, 1:] != poly[:, :-1]).any(-1)
+                    last = torch.arange(1, POLY, device=poly.device) * differs
+                    poly = poly[:, : int(last.max().item()) + 1]
+                kinds.append((kind, obj, slot, self.pos[obj, slot], self.rot[obj, slot],
+                              self.params[obj, slot], poly))
+            used = torch.nonzero((self.kind != sdf.NONE).any(0)).squeeze(1).tolist()
+            self._plan = {"kinds": kinds, "slots": used, "waves": bool((self.wave_amp > 0).any())}
+        return self._plan
+
     def _evaluate(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, count, _ = points.shape
+        plan = self.plan()
         dist = torch.full((n, SLOTS, count), sdf.FAR, device=points.device, dtype=points.dtype)
         # One batched call per primitive kind over all (object, slot) pairs of that kind.
-        for kind in torch.unique(self.kind).tolist():
-            if kind == sdf.NONE:
-                continue
-            obj, slot = torch.nonzero(self.kind == kind, as_tuple=True)
-            local = (points[obj] - self.pos[obj, slot][:, None, :]) @ self.rot[obj, slot]
-            dist[obj, slot] = sdf.evaluate_kind(kind, local, self.params[obj, slot], self.poly[obj, slot])
+        for kind, obj, slot, pos, rot, params, poly in plan["kinds"]:
+            local = (points[obj] - pos[:, None, :]) @ rot
+            dist[obj, slot] = sdf.evaluate_kind(kind, local, params, poly)
         d = torch.full((n, count), sdf.FAR, device=points.device, dtype=points.dtype)
         part = torch.zeros((n, count), dtype=torch.long, device=points.device)
-        for k in range(SLOTS):
+        for k in plan["slots"]:
             dk = dist[:, k]
             sub = (self.op[:, k] == sdf.SUBTRACT)[:, None]
             unioned = sdf.smooth_union(d, dk, self.blend[:, k, None])
@@ -147,7 +175,7 @@ class Slots:
             takes = torch.where(sub, -dk > d, dk < d)
             part = torch.where(takes, self.part[:, k, None], part)
             d = torch.where(sub, subtracted, unioned)
-        if bool((self.wave_amp > 0).any()):
+        if plan["waves"]:
             phase = points @ self.wave_freq.transpose(1, 2) + self.wave_phase[:, None, :]
             d = d + self.wave_amp[:, None] * torch.sin(phase).mean(-1)
             d = d / self.lipschitz()[:, None]
