@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from backend_local.engines.builtin.learned import sdf
-from backend_local.engines.builtin.learned.families import FAMILIES, Rand
+from backend_local.engines.builtin.learned.families import FAMILIES
+from backend_local.engines.builtin.learned.rand import Rand
 from backend_local.engines.builtin.learned.materials import sample_materials
 from backend_local.engines.builtin.learned.render import camera_rotation, make_batch, render
 from backend_local.engines.builtin.learned.lattice import lattice_sdf

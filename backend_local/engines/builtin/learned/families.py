@@ -12,66 +12,11 @@ import math
 import torch
 
 from . import sdf
-from .slots import POLY, Slots, align_y, axis_angle, rot_x, rot_y, rot_z
+from .curves import PROFILE, profile_polygon, random_curve, random_outline, smooth_profile
+from .rand import Rand, eye, mix_rotation, pad, vec
+from .slots import Slots, align_y, rot_x, rot_y, rot_z
 
 PI = math.pi
-PROFILE = 14  # profile points of a revolved section (two more vertices close it on the axis)
-
-
-class Rand:
-    """Draws from one torch.Generator on its own device."""
-
-    def __init__(self, generator: torch.Generator):
-        self.gen = generator
-        self.device = generator.device
-
-    def u(self, shape, lo=0.0, hi=1.0) -> torch.Tensor:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return lo + (hi - lo) * torch.rand(shape, generator=self.gen, device=self.device)
-
-    def normal(self, shape) -> torch.Tensor:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return torch.randn(shape, generator=self.gen, device=self.device)
-
-    def bern(self, n: int, p: float) -> torch.Tensor:
-        return self.u(n) < p
-
-    def int(self, n: int, lo: int, hi: int) -> torch.Tensor:
-        """Integers in [lo, hi] (inclusive)."""
-        return torch.randint(lo, hi + 1, (n,), generator=self.gen, device=self.device)
-
-    def choice(self, n: int, weights) -> torch.Tensor:
-        w = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
-        return torch.multinomial(w, n, replacement=True, generator=self.gen)
-
-    def unit(self, n: int) -> torch.Tensor:
-        v = self.normal((n, 3))
-        return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-
-    def rotation(self, n: int) -> torch.Tensor:
-        """Uniformly random rotations (n, 3, 3)."""
-        q = self.normal((n, 4))
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-        w, x, y, z = q.unbind(-1)
-        return torch.stack([
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-        ], -2)
-
-
-def _vec(x, y, z) -> torch.Tensor:
-    return torch.stack(torch.broadcast_tensors(x, y, z), -1)
-
-
-def _eye(n: int, device) -> torch.Tensor:
-    return torch.eye(3, device=device).expand(n, 3, 3).clone()
-
-
-def _mix_rotation(rand: Rand, n: int, p_random: float) -> torch.Tensor:
-    """Upright (random yaw) or, with probability p_random, fully random orientations."""
-    upright = rot_y(rand.u(n, 0, 2 * PI))
-    return torch.where(rand.bern(n, p_random)[:, None, None], rand.rotation(n), upright)
 
 
 def _primitive(rand: Rand, n: int, kind: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -80,24 +25,19 @@ def _primitive(rand: Rand, n: int, kind: torch.Tensor, scale: torch.Tensor) -> t
     zero = torch.zeros_like(a)
     rounding = torch.where(rand.bern(n, 0.5), rand.u(n, 0.05, 0.35), zero) * torch.minimum(torch.minimum(a, b), c)
     table = {
-        sdf.SPHERE: _pad(a),
-        sdf.BOX: _pad(a, b, c, rounding),
-        sdf.CYLINDER: _pad(a, b, rounding),
-        sdf.CAPSULE: _pad(zero, -b, zero, zero, b, zero, 0.6 * a),
-        sdf.CONE: _pad(a, a * rand.u(n, 0.0, 0.7), b),
+        sdf.SPHERE: pad(a),
+        sdf.BOX: pad(a, b, c, rounding),
+        sdf.CYLINDER: pad(a, b, rounding),
+        sdf.CAPSULE: pad(zero, -b, zero, zero, b, zero, 0.6 * a),
+        sdf.CONE: pad(a, a * rand.u(n, 0.0, 0.7), b),
         # Elongation at most 3:1 keeps the ellipsoid's distance bound useful for marching.
-        sdf.ELLIPSOID: _pad(a, torch.maximum(b, a / 3), torch.maximum(c, a / 3).clamp(max=3 * a)),
-        sdf.TORUS: _pad(a + 0.05, (a + 0.05) * rand.u(n, 0.15, 0.4), torch.full_like(a, PI)),
+        sdf.ELLIPSOID: pad(a, torch.maximum(b, a / 3), torch.maximum(c, a / 3).clamp(max=3 * a)),
+        sdf.TORUS: pad(a + 0.05, (a + 0.05) * rand.u(n, 0.15, 0.4), torch.full_like(a, PI)),
     }
     out = torch.zeros(n, 8, device=a.device)
     for k, p in table.items():
         out = torch.where((kind == k)[:, None], p, out)
     return out
-
-
-def _pad(*columns) -> torch.Tensor:
-    t = torch.stack(columns, -1)
-    return torch.cat([t, torch.zeros(t.shape[0], 8 - t.shape[1], device=t.device)], -1)
 
 
 def _chain_positions(rand: Rand, n: int, count: int, radius: torch.Tensor, reach=(0.5, 0.9)) -> torch.Tensor:
@@ -126,27 +66,10 @@ def primitives(n: int, rand: Rand) -> Slots:
     blend = torch.where(rand.bern(n, 0.6), rand.u(n, 0.02, 0.12), torch.zeros(n, device=rand.device))
     for j in range(count):
         cut = rand.bern(n, 0.12) & (j > 0)
-        s.put(j, kind[:, j], params[:, j], pos=pos[:, j], rot=_mix_rotation(rand, n, 0.5),
+        s.put(j, kind[:, j], params[:, j], pos=pos[:, j], rot=mix_rotation(rand, n, 0.5),
               op=torch.where(cut, sdf.SUBTRACT, sdf.UNION), blend=torch.where(cut, 0.0, blend),
               part=rand.int(n, 0, 1) if j else 0, mask=j < used)
     return s
-
-
-def _profile_polygon(radius: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
-    """Half meridian section (n, P + 2, 2) of a profile r(y) sampled at P heights: from the axis
-    at the bottom, along the profile, back to the axis at the top (sdf.revolve closes it)."""
-    zero = torch.zeros_like(radius[:, :1])
-    return torch.cat([torch.stack([zero, height[:, :1]], -1), torch.stack([radius, height], -1),
-                      torch.stack([zero, height[:, -1:]], -1)], 1)
-
-
-def _smooth_profile(rand: Rand, n: int, points: int, y: torch.Tensor) -> torch.Tensor:
-    """A low-frequency random radius curve over normalised heights y (n, P) in [0, 1]."""
-    r = torch.ones_like(y)
-    for j in range(1, 4):
-        amp = rand.u(n, -0.4, 0.4)[:, None] / j
-        r = r + amp * torch.cos(PI * j * y + rand.u(n, 0, 2 * PI)[:, None])
-    return r
 
 
 def revolution(n: int, rand: Rand) -> Slots:
@@ -156,7 +79,7 @@ def revolution(n: int, rand: Rand) -> Slots:
     height = rand.u(n, 0.6, 2.4)
     style = rand.choice(n, [1.0, 1.0, 0.7])  # smooth curve, stacked steps, taper with a neck
     t = torch.linspace(0, 1, points, device=rand.device).expand(n, points)
-    smooth = _smooth_profile(rand, n, points, t)
+    smooth = smooth_profile(rand, n, points, t)
     # Stacked: piecewise-constant radii over random bands (each band is two profile points).
     bands = points // 2
     band_r = rand.u((n, bands), 0.15, 1.0)
@@ -173,36 +96,12 @@ def revolution(n: int, rand: Rand) -> Slots:
     # Closed tops: some pieces narrow to a point or a dome at the top.
     dome = rand.bern(n, 0.3)
     radius[:, -1] = torch.where(dome, radius[:, -1] * 0.15, radius[:, -1])
-    s.put(0, sdf.REVOLVE, poly=_profile_polygon(radius, y * height[:, None]), part=0)
+    s.put(0, sdf.REVOLVE, poly=profile_polygon(radius, y * height[:, None]), part=0)
     knob = rand.bern(n, 0.3)
     knob_r = rand.u(n, 0.06, 0.16)
-    s.put(1, sdf.SPHERE, _pad(knob_r), pos=_vec(0.0 * height, height + knob_r * 0.6, 0.0 * height),
+    s.put(1, sdf.SPHERE, pad(knob_r), pos=vec(torch.zeros_like(height), height + knob_r * 0.6, torch.zeros_like(height)),
           blend=0.03, part=1, mask=knob)
     return s
-
-
-def _outline(rand: Rand, n: int) -> torch.Tensor:
-    """Random closed 2D outlines (n, V, 2) about the origin, radius about 0.5: stars, polygons,
-    blobs, rounded rectangles."""
-    style = rand.choice(n, [1.0, 1.0, 1.2, 1.0])
-    star_points = rand.int(n, 4, 8)
-    sides = rand.int(n, 3, 8)
-    count = torch.where(style == 0, 2 * star_points, torch.where(style == 1, sides, torch.full_like(sides, POLY)))
-    i = torch.arange(POLY, device=rand.device).expand(n, POLY)
-    idx = torch.minimum(i, count[:, None] - 1)
-    angle = 2 * PI * idx / count[:, None] + rand.u(n, 0, 2 * PI)[:, None]
-    r = torch.ones(n, POLY, device=rand.device)
-    inner = rand.u(n, 0.35, 0.7)[:, None]
-    r = torch.where((style[:, None] == 0) & (idx % 2 == 1), inner, r)
-    blob = torch.ones_like(r)
-    for j in range(2, 5):
-        blob = blob + rand.u(n, -0.25, 0.25)[:, None] / (j - 1) * torch.cos(j * angle + rand.u(n, 0, 2 * PI)[:, None])
-    r = torch.where(style[:, None] == 2, blob.clamp_min(0.3), r)
-    power = rand.u(n, 2.5, 8.0)[:, None]
-    rect = (angle.cos().abs() ** power + angle.sin().abs() ** power) ** (-1 / power)
-    r = torch.where(style[:, None] == 3, rect, r)
-    stretch = torch.where(style == 0, 1.0, rand.u(n, 0.45, 1.0))[:, None]
-    return 0.5 * torch.stack([r * angle.cos(), r * angle.sin() * stretch], -1)
 
 
 def extrusion(n: int, rand: Rand) -> Slots:
@@ -217,37 +116,8 @@ def extrusion(n: int, rand: Rand) -> Slots:
     lying = rot_y(rand.u(n, 0, 2 * PI))
     rot = torch.where((orient == 0)[:, None, None], standing,
                       torch.where((orient == 1)[:, None, None], lying, rand.rotation(n)))
-    s.put(0, sdf.EXTRUDE, _pad(half, rounding), rot=rot, poly=_outline(rand, n), part=0)
+    s.put(0, sdf.EXTRUDE, pad(half, rounding), rot=rot, poly=random_outline(rand, n), part=0)
     return s
-
-
-def _curve(rand: Rand, n: int, points: int):
-    """Smooth 3D curves (n, P, 3) of size about 1: rings, arcs (handles), hooks, wandering paths.
-    Also returns the style (0 ring, 1 arc, 2 hook, 3 wander) and the ring/arc's angular span."""
-    style = rand.choice(n, [1.0, 1.0, 0.8, 1.2])
-    t = torch.linspace(0, 1, points, device=rand.device).expand(n, points)
-    zero = torch.zeros_like(t)
-    # Ring and arc: an ellipse, closed or over part of a turn, slightly wavy out of its plane.
-    span = torch.where(style == 0, 2 * PI, rand.u(n, 0.6 * PI, 1.6 * PI))[:, None]
-    theta = t * span - span / 2
-    aspect = rand.u(n, 0.6, 1.0)[:, None]
-    wobble = rand.u(n, 0.0, 0.12)[:, None] * torch.sin(2 * theta + rand.u(n, 0, 2 * PI)[:, None])
-    ellipse = torch.stack([0.5 * theta.sin(), 0.5 * aspect * theta.cos(), wobble], -1)
-    # Hook: a straight shank, then a turn of about half a circle curling over.
-    shank = rand.u(n, 0.4, 0.6)[:, None]
-    length = 0.7
-    hook_r = rand.u(n, 0.15, 0.3)[:, None]
-    bend = ((t - shank) / (1 - shank)).clamp_min(0) * PI * rand.u(n, 0.8, 1.2)[:, None]
-    hook = torch.stack([hook_r * (1 - bend.cos()),
-                        torch.where(t <= shank, length * t / shank, length + hook_r * bend.sin()), zero], -1)
-    # Wander: a sum of low sines per axis.
-    wander = torch.zeros(n, points, 3, device=rand.device)
-    for j in range(1, 3):
-        amp = rand.u((n, 1, 3), -0.5, 0.5) / j
-        wander = wander + amp * torch.sin(PI * j * t[..., None] + rand.u((n, 1, 3), 0, 2 * PI))
-    wander = wander + rand.unit(n)[:, None, :] * t[..., None] * 0.8
-    sel = style[:, None, None]
-    return torch.where(sel <= 1, ellipse, torch.where(sel == 2, hook, wander)), style, span[:, 0]
 
 
 def tube(n: int, rand: Rand) -> Slots:
@@ -255,8 +125,8 @@ def tube(n: int, rand: Rand) -> Slots:
     half of the rings and arcs are exact (capped) tori instead, which no chain makes this round."""
     s = Slots.empty(n, rand.device)
     points = 15
-    curve, style, span = _curve(rand, n, points)
-    rot = _mix_rotation(rand, n, 0.6)
+    curve, style, span = random_curve(rand, n, points)
+    rot = mix_rotation(rand, n, 0.6)
     curve = curve @ rot.transpose(1, 2)
     radius = rand.u(n, 0.025, 0.1)
     taper = rand.u(n, -0.4, 0.4)
@@ -265,10 +135,10 @@ def tube(n: int, rand: Rand) -> Slots:
         r = radius * (1 + taper * ((j + 0.5) / (points - 1) - 0.5))
         # Hard union: consecutive capsules meet in a shared sphere (a blend would bead the joints).
         s.put(j, sdf.CAPSULE, torch.cat([curve[:, j], curve[:, j + 1], r[:, None]], 1), part=0, mask=~round_)
-    s.put(0, sdf.TORUS, _pad(0.5 + 0 * radius, radius, span / 2), rot=rot, part=0, mask=round_)
+    s.put(0, sdf.TORUS, pad(torch.full_like(radius, 0.5), radius, span / 2), rot=rot, part=0, mask=round_)
     ends = rand.bern(n, 0.25)  # a knob at one end (a cane, a key-ring bead)
     end_r = radius * rand.u(n, 1.5, 3.0)
-    s.put(points - 1, sdf.SPHERE, _pad(end_r), pos=curve[:, -1], blend=0.5 * radius, part=1, mask=ends)
+    s.put(points - 1, sdf.SPHERE, pad(end_r), pos=curve[:, -1], blend=0.5 * radius, part=1, mask=ends)
     return s
 
 
@@ -285,9 +155,9 @@ def legs(n: int, rand: Rand) -> Slots:
     zero = torch.zeros(n, device=dev)
     top_y = leg_h + thick / 2
     top_round = rand.u(n, 0.0, 0.5) * thick
-    s.put(0, sdf.BOX, _pad(width / 2, thick / 2, depth / 2, top_round), pos=_vec(zero, top_y, zero), part=1,
+    s.put(0, sdf.BOX, pad(width / 2, thick / 2, depth / 2, top_round), pos=vec(zero, top_y, zero), part=1,
           mask=~disc)
-    s.put(0, sdf.CYLINDER, _pad(width / 2, thick / 2, top_round), pos=_vec(zero, top_y, zero), part=1, mask=disc)
+    s.put(0, sdf.CYLINDER, pad(width / 2, thick / 2, top_round), pos=vec(zero, top_y, zero), part=1, mask=disc)
     count = torch.where(disc, torch.where(rand.bern(n, 0.5), 3, 4), torch.where(rand.bern(n, 0.85), 4, 3))
     pedestal = rand.bern(n, 0.12)
     count = torch.where(pedestal, 1, count)
@@ -301,22 +171,22 @@ def legs(n: int, rand: Rand) -> Slots:
     foot = []
     for j in range(4):
         angle = phase + 2 * PI * j / count
-        on_disc = _vec(angle.cos() * width / 2, zero, angle.sin() * width / 2)
-        on_box = _vec(corners[j, 0] * width / 2, zero, corners[j, 1] * depth / 2)
-        three_on_box = _vec(three[j, 0] * width / 2, zero, three[j, 1] * depth / 2)
+        on_disc = vec(angle.cos() * width / 2, zero, angle.sin() * width / 2)
+        on_box = vec(corners[j, 0] * width / 2, zero, corners[j, 1] * depth / 2)
+        three_on_box = vec(three[j, 0] * width / 2, zero, three[j, 1] * depth / 2)
         top = torch.where(disc[:, None], on_disc, torch.where((count == 3)[:, None], three_on_box, on_box)) * inset[:, None]
         top = torch.where(pedestal[:, None], torch.zeros_like(top), top)
         bottom = top * (1 + splay)[:, None]
-        top = top + _vec(zero, leg_h, zero)
-        bottom = bottom + _vec(zero, leg_r, zero)
+        top = top + vec(zero, leg_h, zero)
+        bottom = bottom + vec(zero, leg_r, zero)
         live = j < count
         radius = torch.where(pedestal, leg_r * 2.5, leg_r)
         s.put(1 + j, sdf.CAPSULE, torch.cat([bottom, top, radius[:, None]], 1), part=0, mask=live & ~square)
-        s.put(1 + j, sdf.BOX, _pad(leg_r, leg_h / 2, leg_r), pos=_vec(bottom[:, 0], leg_h / 2, bottom[:, 2]),
+        s.put(1 + j, sdf.BOX, pad(leg_r, leg_h / 2, leg_r), pos=vec(bottom[:, 0], leg_h / 2, bottom[:, 2]),
               part=0, mask=live & square)
         foot.append(bottom)
     # A pedestal stands on a foot disc.
-    s.put(5, sdf.CYLINDER, _pad(width * rand.u(n, 0.2, 0.4), leg_r * 1.2, leg_r), pos=_vec(zero, leg_r * 1.2, zero),
+    s.put(5, sdf.CYLINDER, pad(width * rand.u(n, 0.2, 0.4), leg_r * 1.2, leg_r), pos=vec(zero, leg_r * 1.2, zero),
           blend=0.02, part=0, mask=pedestal)
     # Chairs: a back rising from the rear edge, as one slab or posts with a rail.
     chair = ~disc & ~pedestal & (count == 4) & rand.bern(n, 0.5)
@@ -328,18 +198,18 @@ def legs(n: int, rand: Rand) -> Slots:
     back_z = -depth / 2 * inset - back_t
     slab_h = torch.where(rail, back_h * rand.u(n, 0.25, 0.5), back_h)
     slab_y = torch.where(rail, top_y + back_h - slab_h / 2, back_y)
-    s.put(6, sdf.BOX, _pad(width / 2 * inset + leg_r, slab_h / 2, back_t, back_t * 0.4),
-          pos=_vec(zero, slab_y, back_z), rot=tilt, part=2, mask=chair)
+    s.put(6, sdf.BOX, pad(width / 2 * inset + leg_r, slab_h / 2, back_t, back_t * 0.4),
+          pos=vec(zero, slab_y, back_z), rot=tilt, part=2, mask=chair)
     for j, side in enumerate((-1.0, 1.0)):
         x = side * width / 2 * inset
-        s.put(7 + j, sdf.CAPSULE, torch.cat([_vec(x, top_y, back_z), _vec(x, top_y + back_h, back_z),
+        s.put(7 + j, sdf.CAPSULE, torch.cat([vec(x, top_y, back_z), vec(x, top_y + back_h, back_z),
                                              leg_r[:, None]], 1), part=0, mask=chair & rail)
     # Stretchers between neighbouring legs, low down.
     rungs = rand.bern(n, 0.3) & ~pedestal
     rung_y = leg_h * rand.u(n, 0.15, 0.4)
     for j in range(3):
-        a = foot[j] * 0.8 + _vec(zero, rung_y, zero)
-        b = foot[j + 1] * 0.8 + _vec(zero, rung_y, zero)
+        a = foot[j] * 0.8 + vec(zero, rung_y, zero)
+        b = foot[j + 1] * 0.8 + vec(zero, rung_y, zero)
         s.put(9 + j, sdf.CAPSULE, torch.cat([a, b, 0.7 * leg_r[:, None]], 1), part=0, mask=rungs & (j + 1 < count))
     return s
 
@@ -351,12 +221,12 @@ def _body(rand: Rand, n: int, s: Slots):
     radius = rand.u(n, 0.22, 0.45)
     height = radius * rand.u(n, 1.0, 3.2)
     zero = torch.zeros(n, device=rand.device)
-    centre = _vec(zero, height / 2, zero)
+    centre = vec(zero, height / 2, zero)
     rounding = rand.u(n, 0.0, 0.3) * radius
-    s.put(0, sdf.CYLINDER, _pad(radius, height / 2, rounding), pos=centre, mask=kind == 0)
-    s.put(0, sdf.BOX, _pad(radius, height / 2, radius * rand.u(n, 0.5, 1.0), rounding), pos=centre, mask=kind == 1)
-    s.put(0, sdf.ELLIPSOID, _pad(radius, height / 2, radius), pos=centre, mask=kind == 2)
-    s.put(0, sdf.CAPSULE, torch.cat([_vec(zero, radius, zero), _vec(zero, height - radius, zero), radius[:, None]], 1),
+    s.put(0, sdf.CYLINDER, pad(radius, height / 2, rounding), pos=centre, mask=kind == 0)
+    s.put(0, sdf.BOX, pad(radius, height / 2, radius * rand.u(n, 0.5, 1.0), rounding), pos=centre, mask=kind == 1)
+    s.put(0, sdf.ELLIPSOID, pad(radius, height / 2, radius), pos=centre, mask=kind == 2)
+    s.put(0, sdf.CAPSULE, torch.cat([vec(zero, radius, zero), vec(zero, height - radius, zero), radius[:, None]], 1),
           mask=kind == 3)
     return radius, height, kind
 
@@ -369,7 +239,7 @@ def handles(n: int, rand: Rand) -> Slots:
     radius, height, kind = _body(rand, n, s)
     hollow = (kind == 0) & rand.bern(n, 0.5)
     wall = rand.u(n, 0.03, 0.07) * radius / 0.3
-    s.put(1, sdf.CYLINDER, _pad(radius - wall, height / 2 + 0.1, zero), pos=_vec(zero, height / 2 + wall + 0.1, zero),
+    s.put(1, sdf.CYLINDER, pad(radius - wall, height / 2 + 0.1, zero), pos=vec(zero, height / 2 + wall + 0.1, zero),
           op=sdf.SUBTRACT, part=1, mask=hollow)
     count = rand.int(n, 1, 3)
     for j in range(3):
@@ -383,29 +253,29 @@ def handles(n: int, rand: Rand) -> Slots:
         cy = height * rand.u(n, 0.4, 0.6)
         half_angle = torch.acos((-(reach + 0.5 * wall / major)).clamp(-0.99, 0.99))
         yaw = rot_y(side)
-        outward = (yaw @ _vec(1.0 + zero, zero, zero)[..., None]).squeeze(-1)
+        outward = (yaw @ vec(1.0 + zero, zero, zero)[..., None]).squeeze(-1)
         torus_rot = yaw @ rot_z(torch.full((n,), -PI / 2, device=rand.device))
-        s.put(2 + j, sdf.TORUS, _pad(major, minor, half_angle), pos=outward * (radius + major * reach)[:, None]
-              + _vec(zero, cy, zero), rot=torus_rot, blend=0.01, part=1, mask=live & (kind_j == 0))
+        s.put(2 + j, sdf.TORUS, pad(major, minor, half_angle), pos=outward * (radius + major * reach)[:, None]
+              + vec(zero, cy, zero), rot=torus_rot, blend=0.01, part=1, mask=live & (kind_j == 0))
         # Arm or spout: a tapered cone leaving the side, angled up.
         up = rand.u(n, -0.2, 1.0)
         length = rand.u(n, 0.25, 0.6)
-        direction = outward + _vec(zero, up, zero)
+        direction = outward + vec(zero, up, zero)
         direction = direction / direction.norm(dim=-1, keepdim=True)
-        start = outward * (radius * 0.6)[:, None] + _vec(zero, height * rand.u(n, 0.2, 0.7), zero)
+        start = outward * (radius * 0.6)[:, None] + vec(zero, height * rand.u(n, 0.2, 0.7), zero)
         r0 = rand.u(n, 0.04, 0.1)
         r1 = r0 * rand.u(n, 0.3, 1.0)
-        s.put(2 + j, sdf.CONE, _pad(r0, r1, length / 2), pos=start + direction * (length / 2)[:, None],
+        s.put(2 + j, sdf.CONE, pad(r0, r1, length / 2), pos=start + direction * (length / 2)[:, None],
               rot=align_y(direction), blend=0.03, part=0, mask=live & (kind_j == 1))
         # Top handle: an arc over the top, ends sunk into it (bags, baskets, kettles).
         top_major = radius * rand.u(n, 0.5, 0.9)
         top_reach = rand.u(n, 0.0, 0.5)
         top_half = torch.acos((-(top_reach + 0.3 * minor / top_major)).clamp(-0.99, 0.99))
-        s.put(2 + j, sdf.TORUS, _pad(top_major, minor, top_half), pos=_vec(zero, height + top_major * top_reach - 0.02, zero),
+        s.put(2 + j, sdf.TORUS, pad(top_major, minor, top_half), pos=vec(zero, height + top_major * top_reach - 0.02, zero),
               rot=rot_y(side), blend=0.01, part=1, mask=live & (kind_j == 2) & ~hollow)
     knob = ~hollow & rand.bern(n, 0.35)
     knob_r = rand.u(n, 0.04, 0.1)
-    s.put(5, sdf.SPHERE, _pad(knob_r), pos=_vec(zero, height + knob_r * 0.4, zero), blend=0.02, part=2, mask=knob)
+    s.put(5, sdf.SPHERE, pad(knob_r), pos=vec(zero, height + knob_r * 0.4, zero), blend=0.02, part=2, mask=knob)
     return s
 
 
@@ -417,13 +287,13 @@ def boxes(n: int, rand: Rand) -> Slots:
     half[:, 1] = torch.where(flat, half[:, 1] * 0.25, half[:, 1])
     rounding = torch.where(rand.bern(n, 0.5), rand.u(n, 0.02, 0.3), torch.zeros(n, device=rand.device)) * half.min(-1).values
     rot = rand.rotation(n)
-    s.put(0, sdf.BOX, _pad(half[:, 0], half[:, 1], half[:, 2], rounding), rot=rot, part=0)
+    s.put(0, sdf.BOX, pad(half[:, 0], half[:, 1], half[:, 2], rounding), rot=rot, part=0)
     second = rand.bern(n, 0.3)
     half2 = half * rand.u((n, 3), 0.4, 1.0)
     extent = (rot.abs() @ half[..., None]).squeeze(-1)
-    offset = _vec(rand.u(n, -0.5, 0.5) * extent[:, 0], extent[:, 1] + half2[:, 1] * 0.8, rand.u(n, -0.5, 0.5) * extent[:, 2])
-    s.put(1, sdf.BOX, _pad(half2[:, 0], half2[:, 1], half2[:, 2], rounding * 0.5), pos=offset,
-          rot=_mix_rotation(rand, n, 0.5), part=1, mask=second)
+    offset = vec(rand.u(n, -0.5, 0.5) * extent[:, 0], extent[:, 1] + half2[:, 1] * 0.8, rand.u(n, -0.5, 0.5) * extent[:, 2])
+    s.put(1, sdf.BOX, pad(half2[:, 0], half2[:, 1], half2[:, 2], rounding * 0.5), pos=offset,
+          rot=mix_rotation(rand, n, 0.5), part=1, mask=second)
     return s
 
 
@@ -445,37 +315,37 @@ def cavity(n: int, rand: Rand) -> Slots:
     wall = rand.u(n, 0.02, 0.06)
     base = wall * rand.u(n, 1.0, 2.5)
     y = t * height[:, None]
-    s.put(0, sdf.REVOLVE, poly=_profile_polygon(radius, y), part=0, mask=style == 0)
+    s.put(0, sdf.REVOLVE, poly=profile_polygon(radius, y), part=0, mask=style == 0)
     inner_y = base[:, None] + t * (height - base + 0.2)[:, None]
     inner_t = ((inner_y / height[:, None]).clamp(0, 1))
     inner_r = top_r[:, None] * (bottom_frac[:, None] + (1 - bottom_frac[:, None]) * inner_t ** (1 / bowl[:, None]))
     inner_r = (inner_r - wall[:, None]).clamp_min(0.02)
-    s.put(1, sdf.REVOLVE, poly=_profile_polygon(inner_r, inner_y), op=sdf.SUBTRACT, part=1, mask=style == 0)
+    s.put(1, sdf.REVOLVE, poly=profile_polygon(inner_r, inner_y), op=sdf.SUBTRACT, part=1, mask=style == 0)
     # Boxes: a through hole (round or square) along a random axis, or an open top (a tray, a crate).
     half = rand.u((n, 3), 0.2, 0.5)
-    s.put(0, sdf.BOX, _pad(half[:, 0], half[:, 1], half[:, 2], rand.u(n, 0.0, 0.3) * wall), pos=_vec(zero, half[:, 1], zero),
+    s.put(0, sdf.BOX, pad(half[:, 0], half[:, 1], half[:, 2], rand.u(n, 0.0, 0.3) * wall), pos=vec(zero, half[:, 1], zero),
           part=0, mask=style == 1)
     open_top = rand.bern(n, 0.5)
-    s.put(1, sdf.BOX, _pad(half[:, 0] - wall, half[:, 1], half[:, 2] - wall, zero),
-          pos=_vec(zero, half[:, 1] + wall, zero), op=sdf.SUBTRACT, part=1, mask=(style == 1) & open_top)
+    s.put(1, sdf.BOX, pad(half[:, 0] - wall, half[:, 1], half[:, 2] - wall, zero),
+          pos=vec(zero, half[:, 1] + wall, zero), op=sdf.SUBTRACT, part=1, mask=(style == 1) & open_top)
     axis = rand.choice(n, [1.0, 1.0, 1.0])
     hole_r = half.min(-1).values * rand.u(n, 0.3, 0.7)
     axis_rot = torch.where((axis == 0)[:, None, None], rot_z(torch.full((n,), PI / 2, device=dev)),
-                           torch.where((axis == 1)[:, None, None], _eye(n, dev), rot_x(torch.full((n,), PI / 2, device=dev))))
+                           torch.where((axis == 1)[:, None, None], eye(n, dev), rot_x(torch.full((n,), PI / 2, device=dev))))
     square_hole = rand.bern(n, 0.4)
-    hole_centre = _vec(zero, half[:, 1], zero)
-    s.put(1, sdf.CYLINDER, _pad(hole_r, zero + 2.0, zero), pos=hole_centre, rot=axis_rot, op=sdf.SUBTRACT, part=1,
+    hole_centre = vec(zero, half[:, 1], zero)
+    s.put(1, sdf.CYLINDER, pad(hole_r, torch.full_like(zero, 2.0), zero), pos=hole_centre, rot=axis_rot, op=sdf.SUBTRACT, part=1,
           mask=(style == 1) & ~open_top & ~square_hole)
-    s.put(1, sdf.BOX, _pad(hole_r, zero + 2.0, hole_r, zero), pos=hole_centre, rot=axis_rot, op=sdf.SUBTRACT, part=1,
+    s.put(1, sdf.BOX, pad(hole_r, torch.full_like(zero, 2.0), hole_r, zero), pos=hole_centre, rot=axis_rot, op=sdf.SUBTRACT, part=1,
           mask=(style == 1) & ~open_top & square_hole)
     # Pipes: a tube, standing or lying.
     pipe_r = rand.u(n, 0.2, 0.5)
     pipe_h = rand.u(n, 0.3, 1.0)
     lying = rand.bern(n, 0.5)
-    pipe_rot = torch.where(lying[:, None, None], rot_x(torch.full((n,), PI / 2, device=dev)), _eye(n, dev))
-    centre = _vec(zero, torch.where(lying, pipe_r, pipe_h), zero)
-    s.put(0, sdf.CYLINDER, _pad(pipe_r, pipe_h, zero), pos=centre, rot=pipe_rot, part=0, mask=style == 2)
-    s.put(1, sdf.CYLINDER, _pad(pipe_r - wall * 1.5, pipe_h + 0.5, zero), pos=centre, rot=pipe_rot, op=sdf.SUBTRACT,
+    pipe_rot = torch.where(lying[:, None, None], rot_x(torch.full((n,), PI / 2, device=dev)), eye(n, dev))
+    centre = vec(zero, torch.where(lying, pipe_r, pipe_h), zero)
+    s.put(0, sdf.CYLINDER, pad(pipe_r, pipe_h, zero), pos=centre, rot=pipe_rot, part=0, mask=style == 2)
+    s.put(1, sdf.CYLINDER, pad(pipe_r - wall * 1.5, pipe_h + 0.5, zero), pos=centre, rot=pipe_rot, op=sdf.SUBTRACT,
           part=1, mask=style == 2)
     return s
 
@@ -490,7 +360,7 @@ def organic(n: int, rand: Rand) -> Slots:
     pos = _chain_positions(rand, n, count, radii.max(-1).values, reach=(0.4, 0.9))
     blend = rand.u(n, 0.08, 0.25)
     for j in range(count):
-        s.put(j, sdf.ELLIPSOID, _pad(radii[:, j, 0], radii[:, j, 1], radii[:, j, 2]), pos=pos[:, j],
+        s.put(j, sdf.ELLIPSOID, pad(radii[:, j, 0], radii[:, j, 1], radii[:, j, 2]), pos=pos[:, j],
               rot=rand.rotation(n), blend=blend, part=rand.int(n, 0, 1) if j else 0, mask=j < used)
     s.wave_amp = rand.u(n, 0.01, 0.05)
     s.wave_freq = rand.unit(n * 4).view(n, 4, 3) * rand.u((n, 4, 1), 3.0, 9.0)

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from .families import Rand
+from .rand import Rand
 from .lattice import compact, lattice_sdf, measure
 from .scenes import Objects, sample_objects
 from .slots import rot_x, rot_y

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import torch
 
-from .families import FAMILIES, Rand
+from .families import FAMILIES
+from .rand import Rand
 from .lattice import measure
 from .materials import Materials, sample_materials
 from .slots import Slots, rot_y
