@@ -32,11 +32,16 @@ def _moments(value, to_dtype, from_dtype):
     return value
 
 
-def split(run_dir, parts_dir):
-    os.makedirs(parts_dir, exist_ok=True)
+def _side_files(source_dir, target_dir):
+    """The run's log, weights and model card (those present) copied as they are, into a folder made for them."""
+    os.makedirs(target_dir, exist_ok=True)
     for name in SIDE_FILES:
-        if os.path.isfile(os.path.join(run_dir, name)):
-            shutil.copy(os.path.join(run_dir, name), parts_dir)
+        if os.path.isfile(os.path.join(source_dir, name)):
+            shutil.copy(os.path.join(source_dir, name), target_dir)
+
+
+def split(run_dir, parts_dir):
+    _side_files(run_dir, parts_dir)
     source = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(source):
         return 0
@@ -53,10 +58,7 @@ def split(run_dir, parts_dir):
 
 
 def join(parts_dir, run_dir):
-    os.makedirs(run_dir, exist_ok=True)
-    for name in SIDE_FILES:
-        if os.path.isfile(os.path.join(parts_dir, name)):
-            shutil.copy(os.path.join(parts_dir, name), run_dir)
+    _side_files(parts_dir, run_dir)
     parts = sorted(glob.glob(os.path.join(parts_dir, "checkpoint.part*")))
     if not parts:
         return False
