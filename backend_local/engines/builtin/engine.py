@@ -10,7 +10,7 @@ from shared.request import VIEW_AZIMUTHS
 from .. import base
 from ...mesh_ops import decimate, drop_small_components, normalize
 from ...texturing.bake import bake_textures
-from . import shape as shape_model
+from . import learned_shape, shape as shape_model
 
 # Marching cubes yields k * g^2 triangles on a grid of g cells along the object's largest side, with k
 # set by the object's surface area relative to its bounding box (3.3 for a capsule to 9.1 for a sphere
@@ -101,6 +101,9 @@ class BuiltinEngine(base.Engine):
 
     def generate_shape(self, job):
         request = job.request
+        learned = learned_shape.learned_shape(job, self.settings, reach_face_count)
+        if learned is not None:
+            return learned
         try:
             field = shape_model.reconstruct_field(job.image, job.device, seed=request.seed)
         except ValueError as exc:  # no usable outline left after framing

@@ -1,0 +1,53 @@
+"""The built-in engine's learned shape: the trained network's mesh and camera elevation for one image, used
+when the network is confident, else None so the engine keeps its hand-made priors.
+
+Which weights: the engine setting "shape_model" names a safetensors file, or "priors" to never use one;
+by default the file shipped beside the network's code (learned/shape_model.safetensors), when present.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from .. import base
+from ...mesh_ops import decimate, drop_small_components, normalize
+from .learned import infer
+
+SHIPPED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "learned", "shape_model.safetensors")
+PRIORS_ONLY = "priors"
+# The network's own estimate of the IoU its occupancy reaches on this image; below it the priors are used.
+# It is fixed from the validation set of generated objects when a model is trained (MODEL_CARD.md), never
+# from the dev cases.
+MIN_CONFIDENCE = 0.5
+
+
+def weights_path(settings):
+    """The weights file to use, or None (the setting says priors, or nothing is shipped)."""
+    chosen = (settings or {}).get("shape_model")
+    if chosen == PRIORS_ONLY:
+        return None
+    if chosen:
+        return os.path.abspath(os.path.expanduser(str(chosen)))
+    return SHIPPED_WEIGHTS if os.path.isfile(SHIPPED_WEIGHTS) else None
+
+
+def learned_shape(job, settings, reach_face_count):
+    """ShapeResult from the network for a one-image job, or None (no weights, extra views given, or the
+    network unsure: the caller then builds the prior-based shape)."""
+    path = weights_path(settings)
+    if path is None or job.views:
+        return None
+    model = infer.load(path, job.device)                    # cached: loaded once per worker
+    vertices, faces, elevation_rad, confidence = infer.reconstruct(model, job.image)
+    job.progress("shape", 0.4, "learned shape (confidence %.2f)" % confidence)
+    if confidence < MIN_CONFIDENCE or len(faces) == 0:
+        return None
+    vertices, faces = drop_small_components(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
+    vertices, faces = reach_face_count(vertices, faces, job.request.face_count)
+    vertices, faces = decimate(vertices, faces, job.request.face_count, require_closed=True)
+    job.progress("shape", 0.7, "surface extracted")
+    vertices, scale, offset = normalize(vertices)
+    size = job.image.shape[0]
+    view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
+    return base.ShapeResult(vertices, faces, view=view, elevation_deg=math.degrees(elevation_rad))
