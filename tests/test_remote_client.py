@@ -67,7 +67,10 @@ def finished_job(disk_server, tmp_path_factory):
     """One job run through the client: (folder holding the job folder, job folder, events)."""
     parent = tmp_path_factory.mktemp("client-jobs")
     job_dir = parent / "sphere-job"
-    events = run(RemoteClient(settings(disk_server.url)), job_dir, job_id="aaaaaaaaaaaaaaaa")
+    # Polled every 50 ms throughout (the client's default slows down to 2 s while nothing changes), so each
+    # stage of this small job (the shape stage takes well under a second here) is seen.
+    client = RemoteClient(settings(disk_server.url), poll_interval=0.05, max_poll_interval=0.05)
+    events = run(client, job_dir, job_id="aaaaaaaaaaaaaaaa")
     return parent, job_dir, events
 
 
