@@ -182,14 +182,15 @@ def apply_offload(model, mode, device):
             pipeline.enable_model_cpu_offload(gpu_id=index)
         for component in offload.find_modules(pipeline):
             covered.update(id(sub) for sub in component.modules())
-    for module in offload.find_modules(model):
+    modules = offload.find_modules(model)
+    for module in modules:
         if id(module) in covered:
             continue
         if mode == vram_plan.SEQUENTIAL_OFFLOAD:
             cpu_offload(module, execution_device=device)
         else:
             cpu_offload_with_hook(module, execution_device=device)
-    for module in offload.find_modules(model):
+    for module in modules:
         for sub in module.modules():
             inputs_follow_offload(sub)
     gc.collect()

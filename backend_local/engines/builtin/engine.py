@@ -101,9 +101,14 @@ class BuiltinEngine(base.Engine):
 
     def generate_shape(self, job):
         request = job.request
-        learned = learned_shape.learned_shape(job, self.settings, reach_face_count)
+        learned = learned_shape.learned_surface(job, self.settings)
         if learned is not None:
-            return learned
+            vertices, faces, elevation = learned
+            vertices, faces = drop_small_components(vertices, faces)
+            vertices, faces = reach_face_count(vertices, faces, request.face_count)
+            vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
+            job.progress("shape", 0.7, "surface extracted")
+            return self._result(job, vertices, faces, elevation_deg=elevation)
         try:
             field = shape_model.reconstruct_field(job.image, job.device, seed=request.seed)
         except ValueError as exc:  # no usable outline left after framing
@@ -119,16 +124,24 @@ class BuiltinEngine(base.Engine):
                                  "object stands out from its background." % exc, stage="shape", retryable=False)
         job.progress("shape", 0.4, "shape field")
         vertices, faces = self._surface(job, field, request)
-        vertices, scale, offset = normalize(vertices)
-        size = job.image.shape[0]
-        view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
 
-        def detail_normals(points):
+        def detail_normals(points, scale, offset):
             pixel_points = points / scale + torch.as_tensor(offset, dtype=points.dtype, device=points.device)
             return shape_model.field_normals(field, pixel_points)
 
-        return base.ShapeResult(vertices, faces, view=view, detail=detail_normals, elevation_deg=elevation,
-                                views=_extra_views(field, scale, offset))
+        return self._result(job, vertices, faces, elevation_deg=elevation, detail=detail_normals,
+                            views=lambda scale, offset: _extra_views(field, scale, offset))
+
+    @staticmethod
+    def _result(job, vertices, faces, elevation_deg, detail=None, views=None):
+        """ShapeResult of a pixel-frame mesh: normalised, with the view mapping back to the image; `detail`
+        (points, scale, offset) and `views` (scale, offset) are given the normalisation they need."""
+        vertices, scale, offset = normalize(vertices)
+        size = job.image.shape[0]
+        view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
+        return base.ShapeResult(vertices, faces, view=view, elevation_deg=elevation_deg,
+                                detail=None if detail is None else (lambda points: detail(points, scale, offset)),
+                                views=None if views is None else views(scale, offset))
 
     @staticmethod
     def _surface(job, field, request):

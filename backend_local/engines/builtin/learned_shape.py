@@ -10,10 +10,6 @@ import os
 
 import numpy as np
 
-from .. import base
-from ...mesh_ops import decimate, drop_small_components, normalize
-from .learned import infer
-
 SHIPPED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "learned", "shape_model.safetensors")
 PRIORS_ONLY = "priors"
 # The network's own estimate of the IoU its occupancy reaches on this image; below it the priors are used.
@@ -32,22 +28,17 @@ def weights_path(settings):
     return SHIPPED_WEIGHTS if os.path.isfile(SHIPPED_WEIGHTS) else None
 
 
-def learned_shape(job, settings, reach_face_count):
-    """ShapeResult from the network for a one-image job, or None (no weights, extra views given, or the
-    network unsure: the caller then builds the prior-based shape)."""
+def learned_surface(job, settings):
+    """(pixel-frame vertices, faces, elevation in degrees) from the network for a one-image job, or None
+    (no weights, extra views given, or the network unsure: the caller then builds the prior-based shape)."""
     path = weights_path(settings)
     if path is None or job.views:
         return None
+    from .learned import infer       # only when a model is used: safetensors and the network stay unloaded
+
     model = infer.load(path, job.device)                    # cached: loaded once per worker
     vertices, faces, elevation_rad, confidence = infer.reconstruct(model, job.image)
     job.progress("shape", 0.4, "learned shape (confidence %.2f)" % confidence)
     if confidence < MIN_CONFIDENCE or len(faces) == 0:
         return None
-    vertices, faces = drop_small_components(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
-    vertices, faces = reach_face_count(vertices, faces, job.request.face_count)
-    vertices, faces = decimate(vertices, faces, job.request.face_count, require_closed=True)
-    job.progress("shape", 0.7, "surface extracted")
-    vertices, scale, offset = normalize(vertices)
-    size = job.image.shape[0]
-    view = base.ViewMapping(scale=1.0 / scale, cx=size / 2.0 + offset[0], cy=size / 2.0 - offset[1])
-    return base.ShapeResult(vertices, faces, view=view, elevation_deg=math.degrees(elevation_rad))
+    return np.asarray(vertices, np.float64), np.asarray(faces, np.int64), math.degrees(elevation_rad)
