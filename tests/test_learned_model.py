@@ -120,6 +120,25 @@ def test_resumed_run_matches_the_uninterrupted_one(uninterrupted, tmp_path):
     assert [r["event"] for r in log_records(out) if "event" in r].count("resume") == 2
 
 
+def test_init_starts_a_new_run_from_earlier_weights(uninterrupted, tmp_path):
+    start = os.path.join(uninterrupted, train.WEIGHTS)
+    out = str(tmp_path / "warm")
+    # --steps 0: the run only takes the weights and exports them, so they must equal the start's.
+    args = [a for a in TINY if a not in ("--steps", "3")]
+    assert train.main(["--out", out, *args, "--steps", "0", "--init", start]) == 0
+    a = weights.load(start).state_dict()
+    b = weights.load(os.path.join(out, train.WEIGHTS)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    card = open(os.path.join(out, train.CARD)).read()
+    assert "started from: shape_model.safetensors" in card and '"step": 3' in card
+    fresh = str(tmp_path / "fresh")
+    assert train.main(["--out", fresh, *args, "--steps", "0"]) == 0
+    assert "started from: random weights (seed 5)" in open(os.path.join(fresh, train.CARD)).read()
+    other = str(tmp_path / "other")
+    with pytest.raises(SystemExit, match="config"):
+        train.main(["--out", other, *[a if a != "16" else "8" for a in args], "--steps", "0", "--init", start])
+
+
 def test_exported_weights_load_once_and_predict(uninterrupted):
     path = os.path.join(uninterrupted, train.WEIGHTS)
     model = infer.load(path, "cpu")

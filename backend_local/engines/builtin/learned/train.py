@@ -3,12 +3,14 @@
     python -m backend_local.engines.builtin.learned.train --out DIR [--steps N] [--batch B] [--lr LR]
         [--seed S] [--device cuda|cpu] [--image-size 128] [--grid 64] [--time-limit SECONDS]
         [--eval-every K] [--checkpoint-every C] [--val-count V] [--widths 32,64,...] [--export]
+        [--init WEIGHTS]
 
 Every batch is generated on the fly by `render.make_batch` from a generator seeded by (seed, step),
 so a resumed run sees exactly the stream an uninterrupted one would. `DIR/checkpoint.pt` (model,
 optimizer, scheduler, step, RNG states, data and time bookkeeping) is written every C steps, when the
 time limit comes and at the end, atomically; a run started on a DIR that holds one continues from it.
-The time limit counts from the start of the process and stops the run, after at least one step, once
+--init starts a new run from the weights of an earlier one (a shape_model.safetensors of the same
+config), with a fresh optimizer and schedule: how a run that ended is continued for more steps. The time limit counts from the start of the process and stops the run, after at least one step, once
 the next step and the checkpoint would not fit in it; the exit status is then 3 (run it again to
 continue) instead of 0. At the end, or at any stop with --export, `DIR/shape_model.safetensors` (fp16)
 and `DIR/MODEL_CARD.md` are written, with metrics on a fixed validation set generated from seeds that
@@ -61,6 +63,7 @@ def parse_args(argv):
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--val-count", type=int, default=256, help="size of the fixed validation set")
     p.add_argument("--export", action="store_true", help="write weights and model card even when stopped early")
+    p.add_argument("--init", help="start from these weights (same config) instead of random ones; ignored on resume")
     return p.parse_args(argv)
 
 
@@ -187,6 +190,8 @@ def write_model_card(path, state, args, config, metrics, n_params):
         "- steps: %d of %d, batch %d, AdamW lr %g (warmup + cosine), weight decay %g" % (
             state["step"], args.steps, args.batch, args.lr, WEIGHT_DECAY),
         "- wall time: %.0f s over %d session(s)" % (state["wall_time"], state["sessions"]),
+        "- started from: %s" % ("random weights (seed %d)" % args.seed if not state.get("init") else
+                                "%s (%s)" % (state["init"]["path"], json.dumps(state["init"]["summary"], sort_keys=True))),
         "- devices: %s" % ", ".join(state["devices"]),
         "",
         "## Validation",
@@ -222,7 +227,7 @@ def main(argv=None) -> int:
     model = ShapeNet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(args.steps))
-    state = {"step": 0, "families": {}, "wall_time": 0.0, "sessions": 0, "devices": []}
+    state = {"step": 0, "families": {}, "wall_time": 0.0, "sessions": 0, "devices": [], "init": None}
 
     checkpoint_path = os.path.join(args.out, CHECKPOINT)
     resumed = os.path.exists(checkpoint_path)
@@ -236,6 +241,13 @@ def main(argv=None) -> int:
         scheduler.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
         saved_rng = ckpt["rng"]
+    elif args.init:
+        start = weights.load(args.init)
+        if start.config.to_json() != config.to_json():
+            raise SystemExit("%s has config %s, not %s" % (args.init, start.config.to_json(), config.to_json()))
+        model.load_state_dict(start.state_dict())
+        summary = json.loads(weights.read_metadata(args.init).get("summary") or "{}")
+        state["init"] = {"path": os.path.basename(args.init), "summary": summary}
     state["sessions"] += 1
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if device_name not in state["devices"]:
