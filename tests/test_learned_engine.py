@@ -74,3 +74,11 @@ def test_an_unsure_network_the_priors_setting_and_extra_views_keep_the_priors(fi
     right = disc_job().image.copy()
     with_views = BuiltinEngine({"shape_model": files["sure"]}).generate_shape(disc_job(views={"right": right}))
     assert with_views.elevation_deg != pytest.approx(ELEVATION_DEG)
+
+
+def test_a_shape_model_setting_naming_no_file_is_engine_unavailable(tmp_path):
+    from shared.errors import ENGINE_UNAVAILABLE, Gen3DError
+
+    with pytest.raises(Gen3DError) as raised:
+        BuiltinEngine({"shape_model": str(tmp_path / "missing.safetensors")}).generate_shape(disc_job())
+    assert raised.value.code == ENGINE_UNAVAILABLE and "missing.safetensors" in raised.value.message

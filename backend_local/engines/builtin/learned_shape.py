@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from shared.errors import ENGINE_UNAVAILABLE, Gen3DError
+
 SHIPPED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "learned", "shape_model.safetensors")
 PRIORS_ONLY = "priors"
 # The network's own estimate of the IoU its occupancy reaches on this image; below it the priors are used.
@@ -24,7 +26,12 @@ def weights_path(settings):
     if chosen == PRIORS_ONLY:
         return None
     if chosen:
-        return os.path.abspath(os.path.expanduser(str(chosen)))
+        path = os.path.abspath(os.path.expanduser(str(chosen)))
+        if not os.path.isfile(path):   # a setting that names nothing is the user's to fix, not an internal error
+            raise Gen3DError(ENGINE_UNAVAILABLE, "The built-in engine's setting shape_model names %s, which does not "
+                             "exist: give a shape_model.safetensors file, or 'priors'." % path, stage="shape",
+                             retryable=False)
+        return path
     return SHIPPED_WEIGHTS if os.path.isfile(SHIPPED_WEIGHTS) else None
 
 
