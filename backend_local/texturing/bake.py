@@ -6,7 +6,11 @@ every extra view that sees it (blended by viewing angle, each view de-lit on its
 (orthographic, camera looking down -Z). Points the camera sees take the image's colour; hidden points
 (the far side, or behind another part) take the colour at the same image position, i.e. the visible
 side mirrored through the object, which is how a single photo best predicts the back of most
-objects. Chart borders and gutters are filled by push-pull so nothing bleeds.
+objects, but only as far as that mirror can be trusted (see `hidden_trust`): where another part lies
+in front (a handle in front of a mug's body) or the surface grazes the view (the unseen top and
+bottom, which project onto the silhouette's edge), the mirrored sample is faded into a smooth
+continuation of the trusted colours over the surface (`vertex_fill`). Chart borders and gutters are
+filled by push-pull so nothing bleeds.
 """
 
 import math
@@ -14,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 
@@ -65,11 +71,15 @@ def vertex_tangents(positions, uvs, faces, normals):
     return tangent, bitangent
 
 
+def _core(mask):
+    """The object's pixels less a 2-pixel fringe (anti-aliased edge pixels mix in the background)."""
+    return -F.max_pool2d(-mask[None, None], 5, stride=1, padding=2)[0, 0]
+
+
 def _extend_colours(rgb, mask):
     """Fill the image outside the object with the object's own edge colours, so samples that land a
     pixel outside the silhouette (rim texels) never pick up the background."""
-    core = -F.max_pool2d(-mask[None, None], 5, stride=1, padding=2)[0, 0]   # erode 2 px: drop fringe
-    return push_pull(rgb, core > 0.5)
+    return push_pull(rgb, _core(mask) > 0.5)
 
 
 def _sample(image, pixels, size):
@@ -145,6 +155,7 @@ class _ImageSide:
         gain = _unclipped(gain, rgb, covered & (mask > 0.5))
         self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
         if rotation is None:
+            self.core = (_core(mask) > 0.5).to(torch.float32)[None]
             estimates = materials.estimate(rgb, mask)
             self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
                                      estimates["bump_dy"]])
@@ -194,29 +205,13 @@ def _trusted_detail(fine, normal):
     return _unit(normal + trust * (fine - normal))
 
 
-def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra_sides=()):
-    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic.
-
-    With extra views every view that sees a texel contributes its colour, weighted by how squarely it
-    faces that camera (cos^2: a grazing view says little and fades out without a seam)."""
-    frame = _interpolate(attributes, faces_t, face_index, weights)
-    point, normal = frame[:, 0:3], _unit(frame[:, 3:6])
-    tangent, bitangent = _unit(frame[:, 6:9]), _unit(frame[:, 9:12])
-    pixels = torch.as_tensor(side.view.to_pixels(point.cpu().numpy()), device=point.device, dtype=torch.float32)
+def _colour(side, extra_sides, point, normal, pixels):
+    """(albedo (N, 3), seen (N,) bool) before any hidden-side treatment: the input image's colour at the
+    point's pixel (the mirror where hidden). With extra views every view that sees a point contributes
+    its colour, weighted by how squarely it faces that camera (cos^2: a grazing view says little and
+    fades out without a seam); `seen` is then "some view sees it"."""
     seen = visible(side.view, side.zbuf, point, normal, side.size)
     albedo = _sample(side.colours, pixels, side.size)
-    roughness, metallic, bump_dx, bump_dy = _sample(side.maps, pixels, side.size).unbind(dim=1)
-
-    # Normals: the smooth high-resolution surface (if the engine has one) plus fine image detail,
-    # fading out where the view grazes the surface and the image says little. A height field h(x, y)
-    # on either the front or the mirrored back tilts the normal by (-dh/dx, -dh/dy_up) alike.
-    fine = normal if detail_normals is None else _trusted_detail(_unit(detail_normals(point)), normal)
-    facing = normal[:, 2].abs()
-    tilt = BUMP_STRENGTH * torch.stack([-bump_dx, bump_dy, torch.zeros_like(bump_dx)], dim=1) * facing[:, None]
-    shading_normal = _unit(fine + tilt)
-    tangent_space = _unit(torch.stack([(shading_normal * tangent).sum(1), (shading_normal * bitangent).sum(1),
-                                       (shading_normal * normal).sum(1)], dim=1))
-
     if extra_sides:
         facing_front = normal[:, 2].clamp(min=0)
         weight = seen.to(torch.float32) * facing_front ** 2
@@ -229,12 +224,152 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra
         blended = weight > 1e-6
         albedo = torch.where(blended[:, None], total / weight.clamp(min=1e-6)[:, None], albedo)
         seen = seen & blended
+    return albedo, seen
 
-    # Hidden texels borrow the mirrored colour but a little desaturated and darker, so the back reads
-    # as plausible rather than as a duplicate of the front.
-    hidden = (~seen).to(torch.float32)[:, None]
-    grey = albedo.mean(dim=1, keepdim=True)
-    albedo = albedo * (1 - 0.1 * hidden) + (grey - albedo) * 0.1 * hidden
+
+# How far the mirrored sample of a hidden point is trusted (see hidden_trust). None of these is fitted to
+# any object; each follows from what the sample means.
+# grid cells inside the surface where a point's own slab is read: the parity voxelization puts the surface
+# within one cell of where it is, and a trilinear read spans half a cell more. Overshooting a thin wall
+# toward -z is harmless (the cells behind a slab count its exit too).
+SLAB_INSET = 1.5
+GRAZE_NONE, GRAZE_FULL = 0.2, 0.5   # |normal.z|: the image stretched 5x (no trust) .. 2x (full trust)
+FILL_SMOOTHING = 1.0         # edge-graph Laplacian weight against a fully trusted vertex (about one edge)
+FILL_FLOOR = 1e-6            # pull toward the mean trusted colour: pieces with no trusted vertex at all
+
+
+def slabs_in_front(grid):
+    """(res, res, res) occupancy [z, y, x] -> for every cell, how many solid runs of its z column end
+    (are left toward the camera, +z) at or beyond it, less one, never below zero.
+
+    Read inside a surface point's own slab this counts the *other* parts between it and the camera: 0
+    where the image pixel in front shows the same slab, 1 behind a handle, and so on."""
+    after = torch.cat([grid[1:], torch.zeros_like(grid[:1])], dim=0)
+    exits = grid * (1.0 - after)                                 # last solid cell of each run along +z
+    beyond = torch.flip(torch.cumsum(torch.flip(exits, [0]), 0), [0])
+    return (beyond - 1.0).clamp(min=0.0)
+
+
+def hidden_trust(side, slabs, point, normal, pixels):
+    """How far the mirrored sample of hidden surface points can stand for their colour, in [0, 1].
+
+    A single image predicts the far side of an object by its near side at the same image position:
+    right for the body of most objects (the colour goes through), wrong in two cases that hold for
+    every object, whatever its kind, and that the geometry alone detects:
+    - another part lies in front: the pixel shows that part, not this slab (the back of a mug's body
+      behind its handle would get the handle's colour). Walking from the point toward the camera
+      through the occupancy grid must leave the object exactly once (`slabs_in_front` read a little
+      inside the surface, trilinear, so the edge of a part's "shadow" is a cell wide rather than a
+      texel-sharp outline);
+    - the surface grazes the view: a patch of area A covers A |n.z| of the image, so where |n.z| is
+      small (the unseen top and bottom seen from level, the sides' rims) the whole surface reads one
+      line of pixels at the silhouette's edge, smeared into streaks. The sample is trusted fully up to
+      a stretch of 2 (|n.z| >= 0.5, within 60 degrees of facing the axis) and not at all from a stretch
+      of 5 (|n.z| <= 0.2), smoothly between;
+    - and the pixel must be the object's own (inside the silhouette less its anti-aliased fringe):
+      beyond it the colours are only the edge's, extended.
+    """
+    cell = 2 * ao.EXTENT / slabs.shape[0]
+    inner = point - normal * (SLAB_INSET * cell)
+    extra = F.grid_sample(slabs[None, None], (inner / ao.EXTENT).view(1, 1, 1, -1, 3).to(slabs.dtype),
+                          mode="bilinear", padding_mode="zeros", align_corners=False).view(-1)
+    own = (1.0 - extra).clamp(0.0, 1.0)
+    t = ((normal[:, 2].abs() - GRAZE_NONE) / (GRAZE_FULL - GRAZE_NONE)).clamp(0.0, 1.0)
+    graze = t * t * (3.0 - 2.0 * t)
+    inside = _sample(side.core, pixels, side.size)[:, 0]
+    return own * graze * inside
+
+
+def _edge_laplacian(faces, count):
+    """The mesh's vertex graph Laplacian (unit edge weights), CSR float64."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).astype(np.int64)
+    adjacency = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(count, count)).tocsr()
+    adjacency = adjacency + adjacency.T
+    adjacency.data[:] = 1.0
+    degree = np.asarray(adjacency.sum(axis=1)).ravel()
+    return sp.diags(degree) - adjacency
+
+
+def vertex_fill(side, extra_sides, slabs, vertices, faces, vertex_normals, device):
+    """(V, 3) per-vertex colours: the trusted colours continued smoothly over the surface.
+
+    Every vertex some view sees carries its seen colour with weight 1; a hidden vertex carries its
+    mirrored colour (muted) weighted by `hidden_trust`. The fill c minimises
+    sum_i w_i |c_i - m_i|^2 + FILL_SMOOTHING sum_edges |c_i - c_j|^2 over the vertices not fully trusted
+    (a screened harmonic fill on the vertex graph, one sparse solve): where trust is high c follows the colours within about an edge,
+    where it is nil c is harmonic, the smoothest continuation of its surroundings (streaks and patterns
+    cannot grow into it; a harmonic function has no interior extremes). On the vertex graph of the mesh
+    itself, not the UV atlas, so the fill is continuous across UV seams."""
+    point = torch.as_tensor(vertices, dtype=torch.float32, device=device)
+    normal = _unit(torch.as_tensor(vertex_normals, dtype=torch.float32, device=device))
+    pixels = torch.as_tensor(side.view.to_pixels(vertices), device=device, dtype=torch.float32)
+    albedo, seen = _colour(side, extra_sides, point, normal, pixels)
+    albedo = torch.where(seen[:, None], albedo, _muted(albedo))
+    trust = torch.where(seen, torch.ones_like(albedo[:, 0]), hidden_trust(side, slabs, point, normal, pixels))
+    m = albedo.detach().cpu().numpy().astype(np.float64)
+    w = trust.detach().cpu().numpy().astype(np.float64)
+    filled = m.copy()
+    free = w < 1.0
+    if free.any():
+        # Fully trusted vertices keep their colour exactly (c = m); only the others are solved for, with
+        # the trusted ones as boundary values: a smaller system (typically a third of the vertices) in
+        # separate patches, which factorizes several times faster than the whole graph.
+        mean = (m * w[:, None]).sum(0) / max(w.sum(), 1e-12)
+        laplacian = _edge_laplacian(np.asarray(faces), len(m))
+        inner = laplacian[free][:, free]
+        coupling = laplacian[free][:, ~free]
+        system = (sp.diags(w[free] + FILL_FLOOR) + FILL_SMOOTHING * inner).tocsc()
+        rhs = (m[free] * w[free, None] + FILL_FLOOR * mean[None]
+               - FILL_SMOOTHING * (coupling @ m[~free]))
+        filled[free] = spla.splu(system, permc_spec="COLAMD").solve(rhs)
+    return torch.as_tensor(np.clip(filled, 0.0, 1.0), dtype=torch.float32, device=device)
+
+
+def _muted(mirrored):
+    """A mirrored colour a little desaturated and darker, so the back reads as plausible rather than as
+    a duplicate of the front. Only the mirror is muted: the fill continues the colours around it as they
+    are, so it meets the seen side without a step."""
+    grey = mirrored.mean(dim=1, keepdim=True)
+    return mirrored * 0.9 + (grey - mirrored) * 0.1
+
+
+def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra_sides=(), fill=None):
+    """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic.
+
+    attributes: per-vertex position, normal, tangent, bitangent. Texels a view sees take its colour
+    (`_colour`); hidden ones the mirrored colour as far as `hidden_trust` holds, and beyond it the
+    per-vertex colour `fill` = (slabs, (V, 3) colours) interpolated (only where needed: the gather is
+    one of the bake's costly steps)."""
+    frame = _interpolate(attributes, faces_t, face_index, weights)
+    point, normal = frame[:, 0:3], _unit(frame[:, 3:6])
+    tangent, bitangent = _unit(frame[:, 6:9]), _unit(frame[:, 9:12])
+    pixels = torch.as_tensor(side.view.to_pixels(point.cpu().numpy()), device=point.device, dtype=torch.float32)
+    albedo, seen = _colour(side, extra_sides, point, normal, pixels)
+    roughness, metallic, bump_dx, bump_dy = _sample(side.maps, pixels, side.size).unbind(dim=1)
+
+    # Normals: the smooth high-resolution surface (if the engine has one) plus fine image detail,
+    # fading out where the view grazes the surface and the image says little. A height field h(x, y)
+    # on either the front or the mirrored back tilts the normal by (-dh/dx, -dh/dy_up) alike.
+    fine = normal if detail_normals is None else _trusted_detail(_unit(detail_normals(point)), normal)
+    facing = normal[:, 2].abs()
+    tilt = BUMP_STRENGTH * torch.stack([-bump_dx, bump_dy, torch.zeros_like(bump_dx)], dim=1) * facing[:, None]
+    shading_normal = _unit(fine + tilt)
+    tangent_space = _unit(torch.stack([(shading_normal * tangent).sum(1), (shading_normal * bitangent).sum(1),
+                                       (shading_normal * normal).sum(1)], dim=1))
+
+    hidden = torch.nonzero(~seen).flatten()
+    if len(hidden):
+        mirrored = _muted(albedo[hidden])
+        if fill is not None:
+            slabs, colours = fill
+            trust = hidden_trust(side, slabs, point[hidden], normal[hidden], pixels[hidden])
+            doubt = torch.nonzero(trust < 1.0).flatten()
+            if len(doubt):
+                texels = hidden[doubt]
+                continued = _interpolate(colours, faces_t, face_index[texels], weights[texels])
+                t = trust[doubt, None]
+                mirrored[doubt] = t * mirrored[doubt] + (1.0 - t) * continued
+        albedo[hidden] = mirrored
     return torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
 
 
@@ -269,6 +404,10 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None, views=N
     uvs_t = torch.as_tensor(uvs, dtype=torch.float32, device=device)
     faces_t = torch.as_tensor(uv_faces, device=device)
     tangent_v, bitangent_v = vertex_tangents(positions, uvs_t, faces_t, normals_v)
+    slabs = slabs_in_front(occupancy)
+    fill_v = vertex_fill(side, extra_sides, slabs, vertices, faces, vertex_normals, device)
+    job.progress("texture", 0.4, "continued the hidden side")
+    fill = (slabs, fill_v[torch.as_tensor(vertex_map, device=device, dtype=torch.long)].contiguous())
     attributes = torch.cat([positions, normals_v, tangent_v, bitangent_v], dim=1)    # one gather per texel
 
     tri_uv = uvs[uv_faces] * size
@@ -280,7 +419,7 @@ def bake_textures(job, vertices, faces, view, size, detail_normals=None, views=N
     for start in range(0, len(flat), TEXEL_CHUNK):
         part = slice(start, start + TEXEL_CHUNK)
         canvas[flat[part]] = _shade(side, attributes, faces_t, face_index[part], weights[part], detail_normals,
-                                     extra_sides)
+                                     extra_sides, fill)
         job.progress("texture", 0.45 + 0.3 * min(1.0, (start + TEXEL_CHUNK) / max(len(flat), 1)), "painting texels")
 
     occlusion = _bake_ao(occupancy, tri_uv, positions, normals_v, faces_t, size, device)
