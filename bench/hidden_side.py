@@ -22,19 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.mesh_render import view_rotation  # noqa: E402
-from bench.render_psnr import read_glb  # noqa: E402
+from bench.render_psnr import read_glb, sample_texture  # noqa: E402
 from backend_local.texturing import raster  # noqa: E402
-
-
-def _sample(texture, uv):
-    th, tw = texture.shape[:2]
-    x = np.clip(uv[:, 0] * tw - 0.5, 0, tw - 1)
-    y = np.clip(uv[:, 1] * th - 0.5, 0, th - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, tw - 1), np.minimum(y0 + 1, th - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    return (texture[y0, x0] * (1 - fx) * (1 - fy) + texture[y0, x1] * fx * (1 - fy)
-            + texture[y1, x0] * (1 - fx) * fy + texture[y1, x1] * fx * fy)
 
 
 def render(result_dir, azimuth_deg, elevation_deg, size):
@@ -51,7 +40,7 @@ def render(result_dir, azimuth_deg, elevation_deg, size):
     tri = faces[face_index.numpy()]
     w = weights.numpy()[:, :, None]
     albedo = np.asarray(images["baseColor"].convert("RGB"), dtype=np.float64) / 255.0
-    colour = _sample(albedo, (uvs[tri] * w).sum(1))
+    colour = sample_texture(albedo, (uvs[tri] * w).sum(1))
     n = (cam_n[tri] * w).sum(1)
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     colour = colour * (0.6 + 0.4 * np.abs(n[:, 2:3]))

@@ -95,6 +95,18 @@ def input_camera_rotation(result_dir, view_name=None):
     return rotation
 
 
+def sample_texture(texture, uv):
+    """Bilinear sample of an (H, W, C) float texture at glTF UVs (N, 2) (texel centres at +0.5, edges clamped)."""
+    th, tw = texture.shape[:2]
+    x = np.clip(uv[:, 0] * tw - 0.5, 0, tw - 1)
+    y = np.clip(uv[:, 1] * th - 0.5, 0, th - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, tw - 1), np.minimum(y0 + 1, th - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    return (texture[y0, x0] * (1 - fx) * (1 - fy) + texture[y0, x1] * fx * (1 - fy)
+            + texture[y1, x0] * (1 - fx) * fy + texture[y1, x1] * fx * fy)
+
+
 def render_albedo(result_dir, view_name=None):
     """(render RGB, coverage mask, input RGB, input mask, per-pixel normals) at input.png's size
     (or the extra view's input_<name>.png)."""
@@ -113,14 +125,7 @@ def render_albedo(result_dir, view_name=None):
     pixel_normals[flat.numpy()] = (normals[faces[face_index.numpy()]] * weights.numpy()[:, :, None]).sum(axis=1)
     pixel_normals /= np.maximum(np.linalg.norm(pixel_normals, axis=1, keepdims=True), 1e-12)
     albedo = np.asarray(images["baseColor"].convert("RGB"), dtype=np.float64) / 255.0
-    th, tw = albedo.shape[:2]
-    x = np.clip(texel_uv[:, 0] * tw - 0.5, 0, tw - 1)
-    y = np.clip(texel_uv[:, 1] * th - 0.5, 0, th - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, tw - 1), np.minimum(y0 + 1, th - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    colour = (albedo[y0, x0] * (1 - fx) * (1 - fy) + albedo[y0, x1] * fx * (1 - fy)
-              + albedo[y1, x0] * (1 - fx) * fy + albedo[y1, x1] * fx * fy)
+    colour = sample_texture(albedo, texel_uv)
     render = np.zeros((size * size, 3))
     render[flat.numpy()] = colour
     covered = np.zeros(size * size, bool)

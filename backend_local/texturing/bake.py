@@ -316,8 +316,8 @@ def vertex_fill(side, extra_sides, slabs, vertices, faces, vertex_normals, devic
         # separate patches, which factorizes several times faster than the whole graph.
         mean = (m * w[:, None]).sum(0) / max(w.sum(), 1e-12)
         laplacian = _edge_laplacian(np.asarray(faces), len(m))
-        inner = laplacian[free][:, free]
-        coupling = laplacian[free][:, ~free]
+        rows = laplacian[free]
+        inner, coupling = rows[:, free], rows[:, ~free]
         system = (sp.diags(w[free] + FILL_FLOOR) + FILL_SMOOTHING * inner).tocsc()
         rhs = (m[free] * w[free, None] + FILL_FLOOR * mean[None]
                - FILL_SMOOTHING * (coupling @ m[~free]))
@@ -333,7 +333,7 @@ def _muted(mirrored):
     return mirrored * 0.9 + (grey - mirrored) * 0.1
 
 
-def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra_sides=(), fill=None):
+def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra_sides, fill):
     """Channels for a batch of texels: albedo RGB, tangent-space normal RGB, roughness, metallic.
 
     attributes: per-vertex position, normal, tangent, bitangent. Texels a view sees take its colour
@@ -360,15 +360,14 @@ def _shade(side, attributes, faces_t, face_index, weights, detail_normals, extra
     hidden = torch.nonzero(~seen).flatten()
     if len(hidden):
         mirrored = _muted(albedo[hidden])
-        if fill is not None:
-            slabs, colours = fill
-            trust = hidden_trust(side, slabs, point[hidden], normal[hidden], pixels[hidden])
-            doubt = torch.nonzero(trust < 1.0).flatten()
-            if len(doubt):
-                texels = hidden[doubt]
-                continued = _interpolate(colours, faces_t, face_index[texels], weights[texels])
-                t = trust[doubt, None]
-                mirrored[doubt] = t * mirrored[doubt] + (1.0 - t) * continued
+        slabs, colours = fill
+        trust = hidden_trust(side, slabs, point[hidden], normal[hidden], pixels[hidden])
+        doubt = torch.nonzero(trust < 1.0).flatten()
+        if len(doubt):
+            texels = hidden[doubt]
+            continued = _interpolate(colours, faces_t, face_index[texels], weights[texels])
+            t = trust[doubt, None]
+            mirrored[doubt] = t * mirrored[doubt] + (1.0 - t) * continued
         albedo[hidden] = mirrored
     return torch.cat([albedo, tangent_space * 0.5 + 0.5, roughness[:, None], metallic[:, None]], dim=1)
 
