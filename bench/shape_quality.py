@@ -1,7 +1,7 @@
 """Score the built-in engine's shapes with a chosen shape model, all cases in one process.
 
     python bench/shape_quality.py DATASET OUTPUTS [--shape-model PATH|priors] [--inputs input,input_bg]
-                                  [--texture] [--json STEM]
+                                  [--texture] [--json STEM] [--min-confidence C]
 
 Generates DATASET/<case>/<input>.png into OUTPUTS/<input>/<case> through the pipeline with the engine
 setting `shape_model` (default: whatever the engine uses, i.e. the shipped weights when present), then
@@ -20,6 +20,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import quality  # noqa: E402
+from backend_local.engines.builtin import learned_shape  # noqa: E402
 from backend_local.pipeline import Pipeline  # noqa: E402
 from shared.request import parse_request  # noqa: E402
 
@@ -50,7 +51,11 @@ def main(argv=None):
     parser.add_argument("--texture", action="store_true")
     parser.add_argument("--json", help="write STEM.json (input) and STEM_bg.json (input_bg)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--min-confidence", type=float,
+                        help="use the network's shape from this confidence on (default: the engine's threshold)")
     args = parser.parse_args(argv)
+    if args.min_confidence is not None:
+        learned_shape.MIN_CONFIDENCE = args.min_confidence
     settings = {"builtin": {"shape_model": args.shape_model}} if args.shape_model else None
     pipeline = Pipeline(args.device, settings=settings)
     cases = sorted(c for c in os.listdir(args.dataset) if os.path.isfile(os.path.join(args.dataset, c, "gt.glb")))

@@ -106,9 +106,13 @@ class BuiltinEngine(base.Engine):
             vertices, faces, elevation = learned
             vertices, faces = drop_small_components(vertices, faces)
             vertices, faces = reach_face_count(vertices, faces, request.face_count)
-            vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
-            job.progress("shape", 0.7, "surface extracted")
-            return self._result(job, vertices, faces, elevation_deg=elevation)
+            try:
+                vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
+            except Gen3DError:
+                learned = None      # a surface too thin to simplify closed: the priors' shape instead
+            if learned is not None:
+                job.progress("shape", 0.7, "surface extracted")
+                return self._result(job, vertices, faces, elevation_deg=elevation)
         try:
             field = shape_model.reconstruct_field(job.image, job.device, seed=request.seed)
         except ValueError as exc:  # no usable outline left after framing

@@ -28,6 +28,14 @@ from .model import MASK_ALPHA, ShapeNet
 
 # The window's side over the alpha bounding box's larger side (the training renders' framing).
 MARGIN = 1.2
+# Inside the input's outline every ray meets the object, but on thin parts (legs, handles, a key's blade)
+# the network spreads its belief over several depths and no bin reaches 0.5, so the part would vanish
+# from the mesh and the mesh's outline would no longer be the image's. Such a ray's probabilities are
+# scaled up until their peak is RAY_PEAK: the bins within 1 / RAY_PEAK (two thirds) of the peak become
+# solid, i.e. the network's own most likely depths, as thick as its belief is wide.
+RAY_PEAK = 0.75
+# A ray is inside the outline when its cell of the crop is at least this covered.
+RAY_COVERAGE = 0.5
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,18 @@ def predict(model: ShapeNet, rgba_crop: np.ndarray) -> tuple[torch.Tensor, float
     return p.probabilities, p.elevation_rad
 
 
+def fill_outline_rays(probabilities: torch.Tensor, crop_alpha) -> torch.Tensor:
+    """(G, G, G) probabilities with every ray inside the crop's outline reaching at least RAY_PEAK (see above);
+    crop_alpha (S, S) is the crop's alpha, S a multiple of G."""
+    g = probabilities.shape[-1]
+    alpha = torch.as_tensor(np.asarray(crop_alpha, np.float32), device=probabilities.device)
+    coverage = F.avg_pool2d(alpha[None, None], alpha.shape[-1] // g)[0, 0]          # (G, G) [row, col]
+    peak = probabilities.amax(0)
+    scale = torch.where((coverage >= RAY_COVERAGE) & (peak < RAY_PEAK),
+                        RAY_PEAK / peak.clamp(min=1e-6), torch.ones_like(peak))
+    return (probabilities * scale[None]).clamp(max=1.0)
+
+
 def occupancy_to_mesh(probabilities, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Closed, outward-facing triangle mesh of {p > level} in the normalised camera frame (float64, int64).
 
@@ -165,5 +185,5 @@ def reconstruct(model: ShapeNet, rgba: np.ndarray, level: float = 0.5):
     """Image (H, W, 4) -> (vertices in the pixel frame, faces, elevation_rad, confidence)."""
     crop, framing = frame_crop(rgba, model.config.image_size)
     p = predict_all(model, crop)
-    vertices, faces = occupancy_to_mesh(p.probabilities, level)
+    vertices, faces = occupancy_to_mesh(fill_outline_rays(p.probabilities, crop[..., 3]), level)
     return to_pixel_frame(vertices, framing), faces, p.elevation_rad, p.confidence

@@ -3,10 +3,12 @@
     python -m backend_local.engines.builtin.learned.train --out DIR [--steps N] [--batch B] [--lr LR]
         [--seed S] [--device cuda|cpu] [--image-size 128] [--grid 64] [--time-limit SECONDS]
         [--eval-every K] [--checkpoint-every C] [--val-count V] [--widths 32,64,...] [--export]
-        [--init WEIGHTS]
+        [--init WEIGHTS] [--reuse K --chunk N --pool-chunks P]
 
 Every batch is generated on the fly by `render.make_batch` from a generator seeded by (seed, step),
-so a resumed run sees exactly the stream an uninterrupted one would. `DIR/checkpoint.pt` (model,
+so a resumed run sees exactly the stream an uninterrupted one would. With --reuse K > 1 each generated sample
+is used about K times instead, through a replay pool (`pool.py`: chunks of N samples, the last P held,
+mirrored and recoloured at random), which is what keeps a GPU busy when generation is slower than the step. `DIR/checkpoint.pt` (model,
 optimizer, scheduler, step, RNG states, data and time bookkeeping) is written every C steps, when the
 time limit comes and at the end, atomically; a run started on a DIR that holds one continues from it.
 --init starts a new run from the weights of an earlier one (a shape_model.safetensors of the same
@@ -64,6 +66,9 @@ def parse_args(argv):
     p.add_argument("--val-count", type=int, default=256, help="size of the fixed validation set")
     p.add_argument("--export", action="store_true", help="write weights and model card even when stopped early")
     p.add_argument("--init", help="start from these weights (same config) instead of random ones; ignored on resume")
+    p.add_argument("--reuse", type=float, default=1.0, help="times each generated sample is used (1: fresh batches only)")
+    p.add_argument("--chunk", type=int, default=256, help="samples generated at once for the replay pool")
+    p.add_argument("--pool-chunks", type=int, default=8, help="chunks the replay pool holds")
     return p.parse_args(argv)
 
 
@@ -178,8 +183,13 @@ def write_model_card(path, state, args, config, metrics, n_params):
         "",
         "## Data",
         "",
-        "Procedural renders from `render.make_batch`, generated on the fly, never repeated; seed %d." % args.seed,
-        "Samples seen: %d, by family:" % sum(families.values()),
+        ("Procedural renders from `render.make_batch`, generated on the fly, never repeated; seed %d." % args.seed
+         if args.reuse <= 1 else
+         "Procedural renders from `render.make_batch`, generated on the fly in chunks of %d, each used about %g "
+         "times through a replay pool of %d chunks (mirrored and recoloured at random); seed %d."
+         % (args.chunk, args.reuse, args.pool_chunks, args.seed)),
+        "Samples generated: %d; drawn for training: %d. Generated, by family:" % (
+            sum(families.values()), state["step"] * args.batch),
         "",
     ]
     lines += ["- %s: %d" % (name, count) for name, count in sorted(families.items())]
@@ -253,6 +263,14 @@ def main(argv=None) -> int:
     if device_name not in state["devices"]:
         state["devices"].append(device_name)
     families = collections.Counter(state["families"])
+    pool = None
+    if args.reuse > 1:
+        from .pool import SamplePool
+
+        pool = SamplePool(lambda index: generated_batch("train-chunk", args.seed, index, args.chunk, device,
+                                                        args.image_size, args.grid),
+                          lambda step: data_seed("pick", args.seed, step), args.batch, args.chunk, args.reuse,
+                          args.pool_chunks)
 
     val = validation_set(args, device)
     if saved_rng is not None:  # after the validation set, so its generation cannot shift the stream
@@ -274,8 +292,13 @@ def main(argv=None) -> int:
     step_times, checkpoint_seconds, stopped = [], 1.0, False
     while state["step"] < args.steps:
         t0 = time.monotonic()
-        batch = generated_batch("train", args.seed, state["step"], args.batch, device, args.image_size, args.grid)
-        families.update(batch["family"])
+        if pool is None:
+            batch = generated_batch("train", args.seed, state["step"], args.batch, device, args.image_size, args.grid)
+            families.update(batch["family"])
+        else:
+            batch = pool.draw(state["step"])
+            families.update(pool.generated_families)
+            pool.generated_families.clear()
         with autocast(device):
             out = model(batch["rgba"])
         loss, parts = objective.shape_losses(out, batch["occupancy"], batch["elevation"])
