@@ -251,3 +251,21 @@ def test_reconstruct_puts_a_full_depth_prediction_on_the_silhouette():
     np.testing.assert_allclose(vertices[:, :2].max(0), [cx - w / 2 + r, h / 2 - cy + r], atol=1.5 * cell)
     np.testing.assert_allclose([vertices[:, 2].min(), vertices[:, 2].max()], [-side / 2, side / 2], atol=cell)
     assert faces.dtype == np.int64 and np.isfinite(elevation) and 0 < confidence < 1
+
+
+def test_outline_rays_keep_their_most_likely_depths_and_nothing_else_changes():
+    g, s = 4, 8
+    prob = torch.full((g, g, g), 0.05)
+    prob[:, 0, 0] = torch.tensor([0.1, 0.3, 0.25, 0.1])   # unsure ray inside the outline: peak 0.3 at depth 1
+    prob[:, 1, 1] = torch.tensor([0.9, 0.2, 0.1, 0.0])    # confident ray: left as it is
+    prob[:, 3, 3] = torch.tensor([0.1, 0.4, 0.1, 0.1])    # unsure ray outside the outline: left as it is
+    alpha = torch.zeros(s, s)
+    alpha[:4, :4] = 1.0                                   # cells (0, 0), (0, 1), (1, 0), (1, 1) are covered
+    filled = infer.fill_outline_rays(prob, alpha)
+    ray = filled[:, 0, 0]
+    assert (ray > 0.5).tolist() == [False, True, True, False]   # within two thirds of the peak: 0.3 and 0.25
+    assert ray.max() == pytest.approx(infer.RAY_PEAK)
+    assert torch.equal(filled[:, 1, 1], prob[:, 1, 1])
+    assert torch.equal(filled[:, 3, 3], prob[:, 3, 3])
+    batched = infer.fill_outline_rays(prob[None].expand(2, -1, -1, -1), alpha[None].expand(2, -1, -1))
+    assert torch.equal(batched[1], filled)

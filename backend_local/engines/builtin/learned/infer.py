@@ -133,15 +133,17 @@ def predict(model: ShapeNet, rgba_crop: np.ndarray) -> tuple[torch.Tensor, float
 
 
 def fill_outline_rays(probabilities: torch.Tensor, crop_alpha) -> torch.Tensor:
-    """(G, G, G) probabilities with every ray inside the crop's outline reaching at least RAY_PEAK (see above);
-    crop_alpha (S, S) is the crop's alpha, S a multiple of G."""
+    """Probabilities (..., G, G, G) [depth, row, col] with every ray inside the crop's outline reaching at
+    least RAY_PEAK (see above); crop_alpha (..., S, S) is the crop's alpha, S a multiple of G."""
     g = probabilities.shape[-1]
-    alpha = torch.as_tensor(np.asarray(crop_alpha, np.float32), device=probabilities.device)
-    coverage = F.avg_pool2d(alpha[None, None], alpha.shape[-1] // g)[0, 0]          # (G, G) [row, col]
-    peak = probabilities.amax(0)
+    alpha = torch.as_tensor(np.asarray(crop_alpha, np.float32) if not torch.is_tensor(crop_alpha) else crop_alpha,
+                            device=probabilities.device).float()
+    s = alpha.shape[-1]
+    coverage = F.avg_pool2d(alpha.reshape(-1, 1, s, s), s // g).reshape(alpha.shape[:-2] + (g, g))
+    peak = probabilities.amax(-3)
     scale = torch.where((coverage >= RAY_COVERAGE) & (peak < RAY_PEAK),
                         RAY_PEAK / peak.clamp(min=1e-6), torch.ones_like(peak))
-    return (probabilities * scale[None]).clamp(max=1.0)
+    return (probabilities * scale[..., None, :, :]).clamp(max=1.0)
 
 
 def occupancy_to_mesh(probabilities, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from . import objective, weights
+from . import infer, objective, weights
 from .model import ModelConfig, ShapeNet, parameter_count
 
 CHECKPOINT = "checkpoint.pt"
@@ -65,7 +65,9 @@ def parse_args(argv):
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--val-count", type=int, default=256, help="size of the fixed validation set")
     p.add_argument("--export", action="store_true", help="write weights and model card even when stopped early")
-    p.add_argument("--init", help="start from these weights (same config) instead of random ones; ignored on resume")
+    p.add_argument("--init", help="start from these weights (same config) instead of random ones; ignored on resume. "
+                   "Give it a lower --lr (e.g. 5e-4): a fresh optimizer warmed up to 2e-3 undid a trained run's gains "
+                   "(validation IoU 0.379 -> 0.305 over 339 steps)")
     p.add_argument("--reuse", type=float, default=1.0, help="times each generated sample is used (1: fresh batches only)")
     p.add_argument("--chunk", type=int, default=256, help="samples generated at once for the replay pool")
     p.add_argument("--pool-chunks", type=int, default=8, help="chunks the replay pool holds")
@@ -108,11 +110,13 @@ def evaluate(model, batches, device):
     """Mean IoU, mean elevation error (degrees) and per-family IoU on the validation batches."""
     was_training = model.training
     model.eval()
-    ious, errors, conf, families = [], [], [], []
+    ious, filled_ious, errors, conf, families = [], [], [], [], []
     for b in batches:
         with autocast(device):
             out = model(b["rgba"])
         ious.append(objective.hard_iou(out["occupancy_logits"], b["occupancy"]).cpu())
+        filled = infer.fill_outline_rays(torch.sigmoid(out["occupancy_logits"].float()), b["rgba"][:, 3])
+        filled_ious.append(objective.hard_iou(torch.logit(filled.clamp(1e-6, 1 - 1e-6)), b["occupancy"]).cpu())
         errors.append(objective.elevation_error_deg(out["elevation"], b["elevation"]).cpu())
         conf.append(torch.sigmoid(out["confidence_logit"].float()).cpu())
         families += b["family"]
@@ -122,7 +126,8 @@ def evaluate(model, batches, device):
     for name, value in zip(families, iou.tolist()):
         per_family[name].append(value)
     corr = float(torch.corrcoef(torch.stack([iou, conf]))[0, 1]) if len(iou) > 2 and iou.std() > 0 and conf.std() > 0 else None
-    return {"val_iou": float(iou.mean()), "val_elevation_deg": float(err.mean()),
+    return {"val_iou": float(iou.mean()), "val_iou_filled": float(torch.cat(filled_ious).mean()),
+            "val_elevation_deg": float(err.mean()),
             "val_elevation_deg_median": float(err.median()), "val_confidence_corr": corr,
             "val_iou_by_family": {k: float(np.mean(v)) for k, v in sorted(per_family.items())},
             "val_count_by_family": {k: len(v) for k, v in sorted(per_family.items())}}
@@ -209,6 +214,8 @@ def write_model_card(path, state, args, config, metrics, n_params):
         "Fixed set of %d generated samples (seeds of the 'val' stream, which training never draws)." % args.val_count,
         "",
         "- occupancy IoU (threshold 0.5): %.4f" % metrics["val_iou"],
+        "- occupancy IoU with the outline's rays filled (what the engine meshes, `infer.fill_outline_rays`): %.4f"
+        % metrics["val_iou_filled"],
         "- elevation error: mean %.2f deg, median %.2f deg" % (metrics["val_elevation_deg"], metrics["val_elevation_deg_median"]),
         "- correlation of confidence with IoU: %s" % ("n/a" if metrics["val_confidence_corr"] is None
                                                      else "%.3f" % metrics["val_confidence_corr"]),
