@@ -8,16 +8,42 @@ edges and highlights are outliers), and divide the fitted shading out. When the 
 of the image (strong albedo texture, unusual light), the correction fades out instead of inventing one.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 MAX_GAIN = 2.0          # never brighten or darken a pixel by more than this factor
 MIN_EXPLAINED = 0.1     # R^2 below which no correction is applied
 FULL_EXPLAINED = 0.5    # R^2 from which the full correction is applied
+# The fitted shading is low-passed over the object (Gaussian, sigma this share of the image side) before
+# it is divided out. Lighting varies smoothly over a surface, but the normals it is fitted from are the
+# reconstruction's, and a reconstructed surface ripples at the grid's scale (a marching-cubes lid seen
+# at a grazing angle): divided out unfiltered, each ripple's shading is printed into the albedo as a
+# band of the opposite brightness.
+SHADING_BLUR = 1.0 / 128
 
 
 def _sh_basis(normals):
     x, y, z = normals.unbind(dim=1)
     return torch.stack([torch.ones_like(x), y, z, x, x * y, y * z, 3 * z * z - 1, x * z, x * x - y * y], dim=1)
+
+
+def _smoothed(image, valid, sigma):
+    """Gaussian low-pass of an (H, W) image over the `valid` pixels only (normalised convolution, so the
+    outside is not pulled in at the outline); unchanged outside them."""
+    if sigma < 0.5:
+        return image
+    radius = int(math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    weight = valid.to(image.dtype)
+    stack = torch.stack([image * weight, weight])[:, None]
+    stack = F.conv2d(F.pad(stack, (radius, radius, 0, 0)), kernel.view(1, 1, 1, -1))
+    stack = F.conv2d(F.pad(stack, (0, 0, radius, radius)), kernel.view(1, 1, -1, 1))
+    blurred = stack[:, 0]
+    return torch.where(valid, blurred[0] / blurred[1].clamp(min=1e-6), image)
 
 
 def shading_gain(rgb, normals, valid, iterations=4):
@@ -43,6 +69,7 @@ def shading_gain(rgb, normals, valid, iterations=4):
 
     shading = torch.ones_like(luminance, dtype=torch.float64)
     shading[valid] = fitted.clamp(min=1e-3)
+    shading = _smoothed(shading, valid, SHADING_BLUR * max(shading.shape))
     reference = fitted.median().clamp(min=1e-3)
     gain = (reference / shading).clamp(1 / MAX_GAIN, MAX_GAIN) ** strength
     gain[~valid] = 1.0
