@@ -85,10 +85,10 @@ def _core(mask):
     return -F.max_pool2d(-mask[None, None], 5, stride=1, padding=2)[0, 0]
 
 
-def _extend_colours(rgb, mask):
-    """Fill the image outside the object with the object's own edge colours, so samples that land a
-    pixel outside the silhouette (rim texels) never pick up the background."""
-    return push_pull(rgb, _core(mask) > 0.5)
+def _extend_colours(rgb, core):
+    """Fill the image outside the object's core (bool, `_core`) with the object's own edge colours, so
+    samples that land a pixel outside the silhouette (rim texels) never pick up the background."""
+    return push_pull(rgb, core)
 
 
 def _sample(image, pixels, size):
@@ -165,9 +165,10 @@ class _ImageSide:
         # Each view's own lighting is taken out, fitted on its own pixels, as for the front.
         gain, _explained = delight.shading_gain(rgb, view_normals, covered & (mask > 0.5))
         gain = _unclipped(gain, rgb, covered & (mask > 0.5))
-        self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), mask)
+        core = _core(mask) > 0.5
+        self.colours = _extend_colours((rgb * gain[None]).clamp(0, 1), core)
         if rotation is None:
-            self.core = (_core(mask) > 0.5).to(torch.float32)[None]
+            self.core = core.to(torch.float32)[None]
             estimates = materials.estimate(rgb, mask)
             self.maps = torch.stack([estimates["roughness"], estimates["metallic"], estimates["bump_dx"],
                                      estimates["bump_dy"]])

@@ -109,8 +109,8 @@ class BuiltinEngine(base.Engine):
             try:
                 vertices, faces = decimate(vertices, faces, request.face_count, require_closed=True)
             except Gen3DError:
-                learned = None      # a surface too thin to simplify closed: the priors' shape instead
-            if learned is not None:
+                pass                # a surface too thin to simplify closed: the priors' shape instead
+            else:
                 job.progress("shape", 0.7, "surface extracted")
                 return self._result(job, vertices, faces, elevation_deg=elevation)
         try:

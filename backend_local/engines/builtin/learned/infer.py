@@ -136,8 +136,7 @@ def fill_outline_rays(probabilities: torch.Tensor, crop_alpha) -> torch.Tensor:
     """Probabilities (..., G, G, G) [depth, row, col] with every ray inside the crop's outline reaching at
     least RAY_PEAK (see above); crop_alpha (..., S, S) is the crop's alpha, S a multiple of G."""
     g = probabilities.shape[-1]
-    alpha = torch.as_tensor(np.asarray(crop_alpha, np.float32) if not torch.is_tensor(crop_alpha) else crop_alpha,
-                            device=probabilities.device).float()
+    alpha = torch.as_tensor(crop_alpha, device=probabilities.device).float()
     s = alpha.shape[-1]
     coverage = F.avg_pool2d(alpha.reshape(-1, 1, s, s), s // g).reshape(alpha.shape[:-2] + (g, g))
     peak = probabilities.amax(-3)

@@ -116,7 +116,7 @@ def evaluate(model, batches, device):
             out = model(b["rgba"])
         ious.append(objective.hard_iou(out["occupancy_logits"], b["occupancy"]).cpu())
         filled = infer.fill_outline_rays(torch.sigmoid(out["occupancy_logits"].float()), b["rgba"][:, 3])
-        filled_ious.append(objective.hard_iou(torch.logit(filled.clamp(1e-6, 1 - 1e-6)), b["occupancy"]).cpu())
+        filled_ious.append(objective.hard_iou(filled - 0.5, b["occupancy"]).cpu())   # > 0 where p > 0.5, as a logit
         errors.append(objective.elevation_error_deg(out["elevation"], b["elevation"]).cpu())
         conf.append(torch.sigmoid(out["confidence_logit"].float()).cpu())
         families += b["family"]
