@@ -225,6 +225,11 @@ def builtin_cut_out(rgb, seed, check=None, iterations=4):
         residual = np.linalg.norm(lab - surface, axis=-1)
         noise = float(1.4826 * np.median(residual[clear]) + 1e-3)
     busy = noise > BUSY_NOISE
+    sharp = _sharp_edges(small, edges) if busy else None
+    if busy and outside.any() and not outside.all():
+        # A photo's backdrop has shapes of its own; those the flood could not cross are out of focus
+        # where the object is sharp (a garage's red motorcycle behind a key).
+        outside = outside | _defocused(outside, edges, sharp, gap)
     if outside.all() or not (residual > threshold).any():
         if not busy:
             raise empty_foreground("the image looks like plain background")
@@ -240,8 +245,11 @@ def builtin_cut_out(rgb, seed, check=None, iterations=4):
         # GrabCut from the usual framing is the other guess. The one whose outline runs along sharp
         # edges wins: an object's outline is sharp, a defocused scene's shapes are not.
         framed = _grabcut(bgr, _cluttered_seeds(lab.shape[:2], border), None, None, seed, iterations, check)
-        if _edge_support(framed, edges) > _edge_support(fg, edges):
+        framed, fg = _prune_defocused(framed, edges, sharp, gap), _prune_defocused(fg, edges, sharp, gap)
+        if _sharp_outline(framed, sharp) > _sharp_outline(fg, sharp):
             fg = framed
+    elif busy:
+        fg = _prune_defocused(fg, edges, sharp, gap)
     outside_border = border & ~fg
     explained = float((residual[outside_border] < threshold).mean()) if outside_border.any() else 0.0
     alpha = _edge_alpha(small, fg)
@@ -251,6 +259,128 @@ def builtin_cut_out(rgb, seed, check=None, iterations=4):
     if scale < 1:
         alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_LINEAR)
     return CutOut(np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8), confidence, reasons)
+
+
+SHARP_RATIO = 1.6   # gradient at a 1 px scale over the gradient at 3 px: a step blurred by sigma b gives
+                    # sqrt(b^2 + 9) / sqrt(b^2 + 1): 2.7 for an in-focus outline (b ~ 0.5), 2.2 for one
+                    # that JPEG softened (b ~ 1), 1.2 for a backdrop defocused by 4 px; 1.6 is b = 2 px
+DEFOCUS_MAX_SHARP = 0.5   # a region is backdrop when under this share of its edges against it are sharp
+DEFOCUS_MIN_EDGE = 6      # ...counting only regions that meet it along at least this many edge pixels
+PRUNE_MIN_KEPT = 0.5      # pruning that would drop more than half the mask is not trusted: the subject
+                          # in focus is most of what GrabCut found, a defocused backdrop lends it parts
+
+
+def _sharp_edges(rgb, edges):
+    """The edge pixels that are in focus. Blur is measured on each RGB channel as is (the Lab image is
+    smoothed for JPEG), in the channel with the strongest gradient there; the ratio does not depend on
+    contrast."""
+    best = np.zeros(rgb.shape[:2], np.float32)
+    ratio = np.zeros_like(best)
+    for channel in range(3):
+        image = rgb[..., channel].astype(np.float32)
+        fine, coarse = (cv2.GaussianBlur(image, (0, 0), sigma) for sigma in (1.0, 3.0))
+        fine = np.hypot(cv2.Sobel(fine, cv2.CV_32F, 1, 0), cv2.Sobel(fine, cv2.CV_32F, 0, 1))
+        coarse = np.hypot(cv2.Sobel(coarse, cv2.CV_32F, 1, 0), cv2.Sobel(coarse, cv2.CV_32F, 0, 1))
+        take = fine > best
+        best = np.where(take, fine, best)
+        ratio = np.where(take, fine / np.maximum(coarse, 1e-3), ratio)
+    return edges & (ratio > SHARP_RATIO)
+
+
+def _defocused(outside, edges, sharp, gap):
+    """Regions the flood did not reach that are backdrop out of focus: most of the edge pixels where they
+    meet the background found so far are blurred. Taken region by region, growing the background, so a
+    blurred shape behind another one is reached too; an object in focus is ringed by sharp edges and
+    stays. Nothing is taken when no region's edges are sharp (a wholly defocused picture: no focus to
+    tell object from backdrop). Regions are the candidate object split along the edges (gaps closed)."""
+    sharp = cv2.dilate(sharp.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    if not (sharp & ~outside).any():
+        return np.zeros_like(outside)
+    closed = cv2.morphologyEx(edges.astype(np.uint8), cv2.MORPH_CLOSE,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap))) > 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~outside & ~closed).astype(np.uint8),
+                                                               connectivity=4)
+    reach = gap // 2 + 2  # across the edge band, as wide as the closing
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    taken = np.zeros(count, bool)
+    background = outside.copy()
+    h, w = outside.shape
+    changed = True
+    while changed:
+        changed = False
+        near = cv2.dilate(background.astype(np.uint8), disc) > 0
+        for index in range(1, count):
+            if taken[index]:
+                continue
+            x, y, bw, bh, _ = stats[index]
+            ys = slice(max(0, y - reach), min(h, y + bh + reach))
+            xs = slice(max(0, x - reach), min(w, x + bw + reach))
+            region = (labels[ys, xs] == index).astype(np.uint8)
+            ring = (cv2.dilate(region, disc) > 0) & (region == 0)
+            meeting = ring & near[ys, xs] & edges[ys, xs] & ~background[ys, xs]
+            if meeting.sum() >= DEFOCUS_MIN_EDGE and sharp[ys, xs][meeting].mean() < DEFOCUS_MAX_SHARP:
+                taken[index] = changed = True
+                background[ys, xs] |= region > 0
+    gained = background & ~outside
+    # the edge band between taken regions and the background goes too, but not the band along what stays
+    band = closed & ~outside & (cv2.dilate(gained.astype(np.uint8), disc) > 0) & \
+        ~(cv2.dilate((~background & ~closed).astype(np.uint8), disc) > 0)
+    return gained | band
+
+
+def _prune_defocused(fg, edges, sharp, gap):
+    """The mask without the parts of it that a defocused backdrop lent it: the mask is split along the
+    sharp edges (gaps closed), and a part whose own stretch of the outline mostly runs along blurred
+    edges is dropped, outermost first. The part with the sharpest outline always stays, and the mask
+    is returned as it was unless its outline follows sharp edges better for it (`_sharp_outline`) and
+    at least PRUNE_MIN_KEPT of it is left."""
+    if not fg.any():
+        return fg
+    closed = cv2.morphologyEx(sharp.astype(np.uint8), cv2.MORPH_CLOSE,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap))) > 0
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((fg & ~closed).astype(np.uint8), connectivity=4)
+    if count <= 2:
+        return fg
+    reach = gap // 2 + 2
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    near_sharp = cv2.dilate(sharp.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    near_edge = cv2.dilate(edges.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    keep = fg.copy()
+    h, w = fg.shape
+    shares = {}
+    changed = True
+    while changed:
+        changed = False
+        contour = (cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~keep
+        for index in range(1, count):
+            x, y, bw, bh, _ = stats[index]
+            ys = slice(max(0, y - reach), min(h, y + bh + reach))
+            xs = slice(max(0, x - reach), min(w, x + bw + reach))
+            region = labels[ys, xs] == index
+            if not keep[ys, xs][region].any():
+                continue
+            own = contour[ys, xs] & (cv2.dilate(region.astype(np.uint8), disc) > 0)
+            # only where an edge runs: a stretch with none (an object as light as the wall behind it)
+            # says nothing about focus
+            evidence = own & near_edge[ys, xs]
+            if evidence.sum() < 4 * reach:
+                continue  # enclosed, or barely touching the outside
+            shares[index] = float(near_sharp[ys, xs][evidence].mean())
+            if shares[index] < DEFOCUS_MAX_SHARP:
+                keep[ys, xs] &= ~region
+                changed = True
+    if not keep.any() or not shares:
+        return fg
+    best = max(shares, key=shares.get)
+    if not keep[labels == best].any():
+        return fg
+    inner = keep & ~closed
+    # the sharp edge band stays where it borders what is kept (the object's outline), not elsewhere
+    pruned = clean_mask(inner | (fg & closed & (cv2.dilate(inner.astype(np.uint8), disc) > 0)))
+    # kept only if the outline now follows sharp edges better: dropping blurred parts shortens the
+    # outline and keeps its sharp stretches; dropping the object's own parts loses sharp outline
+    better = _sharp_outline(pruned, sharp) >= _sharp_outline(fg, sharp)
+    return pruned if better and pruned.sum() >= PRUNE_MIN_KEPT * fg.sum() else fg
 
 
 def _edge_alpha(rgb, fg, band=2, sigma=3.0, min_contrast=24.0):
@@ -325,6 +455,17 @@ def _edge_support(fg, edges):
     """Share of the mask's outline that lies on an edge."""
     contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
     return float(edges[contour].mean()) if contour.any() else 0.0
+
+
+def _sharp_outline(fg, sharp):
+    """How well the mask's outline follows sharp edges: its length on them times the share of it they
+    make (an object's outline in focus is long and sharp; a sliver's is short, a mask holding part of a
+    defocused scene has long stretches that are not sharp)."""
+    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
+    if not contour.any():
+        return 0.0
+    on = float(sharp[contour].sum())
+    return on * on / float(contour.sum())
 
 
 def _plain_seeds(outside, labels, count, border_labels, residual, threshold, edges, border, gap):
