@@ -287,6 +287,13 @@ def _sharp_edges(rgb, edges):
     return edges & (ratio > SHARP_RATIO)
 
 
+def _box_around(stat, reach, shape):
+    """(rows, cols) slices of a connected component's box (a cv2 stats row) grown by `reach`, clipped."""
+    x, y, bw, bh = stat[:4]
+    return (slice(max(0, y - reach), min(shape[0], y + bh + reach)),
+            slice(max(0, x - reach), min(shape[1], x + bw + reach)))
+
+
 def _defocused(outside, edges, sharp, gap):
     """Regions the flood did not reach that are backdrop out of focus: most of the edge pixels where they
     meet the background found so far are blurred. Taken region by region, growing the background, so a
@@ -312,9 +319,7 @@ def _defocused(outside, edges, sharp, gap):
         for index in range(1, count):
             if taken[index]:
                 continue
-            x, y, bw, bh, _ = stats[index]
-            ys = slice(max(0, y - reach), min(h, y + bh + reach))
-            xs = slice(max(0, x - reach), min(w, x + bw + reach))
+            ys, xs = _box_around(stats[index], reach, (h, w))
             region = (labels[ys, xs] == index).astype(np.uint8)
             ring = (cv2.dilate(region, disc) > 0) & (region == 0)
             meeting = ring & near[ys, xs] & edges[ys, xs] & ~background[ys, xs]
@@ -351,11 +356,9 @@ def _prune_defocused(fg, edges, sharp, gap):
     changed = True
     while changed:
         changed = False
-        contour = (cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~keep
+        contour = _outer_contour(keep)
         for index in range(1, count):
-            x, y, bw, bh, _ = stats[index]
-            ys = slice(max(0, y - reach), min(h, y + bh + reach))
-            xs = slice(max(0, x - reach), min(w, x + bw + reach))
+            ys, xs = _box_around(stats[index], reach, (h, w))
             region = labels[ys, xs] == index
             if not keep[ys, xs][region].any():
                 continue
@@ -451,17 +454,16 @@ def _grabcut(bgr, seeds, interior, holes, seed, iterations, check):
     return clean_mask(fg)
 
 
-def _edge_support(fg, edges):
-    """Share of the mask's outline that lies on an edge."""
-    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
-    return float(edges[contour].mean()) if contour.any() else 0.0
+def _outer_contour(fg):
+    """The pixels just outside the mask, next to it."""
+    return (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
 
 
 def _sharp_outline(fg, sharp):
     """How well the mask's outline follows sharp edges: its length on them times the share of it they
     make (an object's outline in focus is long and sharp; a sliver's is short, a mask holding part of a
     defocused scene has long stretches that are not sharp)."""
-    contour = (cv2.dilate(fg.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~fg
+    contour = _outer_contour(fg)
     if not contour.any():
         return 0.0
     on = float(sharp[contour].sum())

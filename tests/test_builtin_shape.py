@@ -151,7 +151,6 @@ def _cylinder_from_above(elevation_deg=20, radius=120.0, half_h=170.0):
     """RGBA of a shaded upright cylinder seen from `elevation_deg` above, and its axis in the pixel frame."""
     e = np.radians(elevation_deg)
     c, s = np.cos(e), np.sin(e)
-    radius, half_h = 120.0, 170.0
     x, y = _grid()
     # Axis a = (0, c, s). Side: x^2 + (y s - z c)^2 <= R^2; caps: |y c + z s| <= h. First hit along -z.
     w = np.sqrt(np.clip(radius ** 2 - x ** 2, 0, None))

@@ -78,7 +78,7 @@ class ShapeField:
     y_mid: float  # pixel-frame y where the tilted centre plane crosses z = 0
     rev_axis_x: float | None = None  # pixel-frame x of the revolution axis (None: no revolution part)
     rev_table: torch.Tensor | None = None  # (2, n) disc radius (px) and its slope, per map row of the
-    #                                        projected disc centre
+    #                                        projected disc centre (`_capped` when rev_ends is set)
     rev_ends: tuple | None = None  # fractional map rows of its flat end discs (None: ends closed by the table)
     z_extent: tuple = (0.0, 0.0)  # (zmin, zmax) of the solid, pixels
     info: dict = dc_field(default_factory=dict)  # what was chosen and why
@@ -284,8 +284,9 @@ def _sample_rows(table, row, fill):
 def _rev_distance(xyz, axis_x, tilt, y_mid, table, y0, cell, ends=None):
     """Distance-like field of the solid of revolution at pixel-frame points xyz (..., 3).
 
-    `ends` (fractional map rows of the first and last disc, see `_rev_ends`) makes the two ends flat
-    discs with exact distances along the axis. Without it the ends close the old way, the radius
+    `ends` (fractional map rows of the first and last disc, see `_rev_ends`; the table then `_capped`)
+    makes the two ends flat discs with exact distances along the axis. Without it the ends close the
+    old way, the radius
     interpolated to nothing over one row: a cone whose field is steep along the axis and nearly flat
     across it (the slope is clamped at 20), which marching cubes turns into ripples (streaks on a mug's
     lid). The hypothesis test (`_rev_hypothesis`) still uses that closing: it was calibrated on it."""
@@ -297,8 +298,6 @@ def _rev_distance(xyz, axis_x, tilt, y_mid, table, y0, cell, ends=None):
     # The disc at t projects its centre to pixel-frame y = y_mid + t*cos(tilt): a map row.
     row = (y0 - (y_mid + t * ct)) / cell
     fill = torch.tensor([-4.0 * cell, 0.0], device=table.device, dtype=table.dtype)
-    if ends is not None:
-        table = _capped(table)
     r, slope = _sample_rows(table, row, fill)
     side = (rho - r) * torch.rsqrt(1 + slope * slope)  # ~ distance across a sloped profile
     if ends is None:
@@ -670,8 +669,10 @@ def reconstruct_field(rgba: np.ndarray, device: torch.device, seed: int = 0) -> 
     z_lo = float((zc - half)[balls].min()) if bool(balls.any()) else 0.0
     z_hi = float((zc + half)[balls].max()) if bool(balls.any()) else 0.0
     if rev_profile is not None:
-        fld.rev_table = _rev_table(rev_profile, cell, tilt)
         fld.rev_ends = _rev_ends(rev_profile, alpha, axis_col)
+        fld.rev_table = _rev_table(rev_profile, cell, tilt)
+        if fld.rev_ends is not None:
+            fld.rev_table = _capped(fld.rev_table)
         present = rev_profile > 0
         zd = (ys - y_mid)[present] * math.tan(tilt)
         rd = rev_profile[present] * cell * math.cos(tilt)
