@@ -82,3 +82,25 @@ def test_a_shape_model_setting_naming_no_file_is_engine_unavailable(tmp_path):
     with pytest.raises(Gen3DError) as raised:
         BuiltinEngine({"shape_model": str(tmp_path / "missing.safetensors")}).generate_shape(disc_job())
     assert raised.value.code == ENGINE_UNAVAILABLE and "missing.safetensors" in raised.value.message
+
+
+def test_weights_of_another_format_version_are_engine_unavailable(files, tmp_path):
+    """A file written by format 1 (heads on the raw bottleneck) is refused with a plain message, not a traceback."""
+    import json as _json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from shared.errors import ENGINE_UNAVAILABLE, Gen3DError
+
+    with safe_open(files["sure"], framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("global_norm.")}
+        metadata = dict(f.metadata())
+    config = _json.loads(metadata["config"])
+    config["version"] = 1
+    metadata.update(config=_json.dumps(config), version="1")
+    old = str(tmp_path / "format1.safetensors")
+    save_file(tensors, old, metadata=metadata)
+    with pytest.raises(Gen3DError) as raised:
+        BuiltinEngine({"shape_model": old}).generate_shape(disc_job())
+    assert raised.value.code == ENGINE_UNAVAILABLE and "format version 1" in raised.value.message
+    assert "priors" in raised.value.message

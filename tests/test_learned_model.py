@@ -269,3 +269,65 @@ def test_outline_rays_keep_their_most_likely_depths_and_nothing_else_changes():
     assert torch.equal(filled[:, 3, 3], prob[:, 3, 3])
     batched = infer.fill_outline_rays(prob[None].expand(2, -1, -1, -1), alpha[None].expand(2, -1, -1))
     assert torch.equal(batched[1], filled)
+
+
+def test_global_heads_read_the_bottleneck_at_any_scale():
+    """Format 1 fed the raw pooled bottleneck to its heads; in training its scale grew to ~340 and every
+    hidden unit went dead, so elevation and confidence were one constant for every image. The heads now
+    see it layer-normalised: the same features at 300 times the scale give the same answers, and
+    different images still give different ones."""
+    torch.manual_seed(0)
+    model = ShapeNet(ModelConfig(image_size=32, grid=16)).eval()
+    with torch.no_grad():
+        model.global_head[2].weight.normal_(0, 0.5)
+    rgba = tiny_batch(seed=3, count=2)["rgba"]
+    with torch.no_grad():
+        plain = model(rgba)
+        handle = model.mid.register_forward_hook(lambda module, inputs, output: output * 300.0)
+        scaled = model(rgba)
+        handle.remove()
+    torch.testing.assert_close(scaled["elevation"], plain["elevation"], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(scaled["confidence_logit"], plain["confidence_logit"], atol=1e-3, rtol=1e-3)
+    assert abs(float(plain["elevation"][0] - plain["elevation"][1])) > 1e-3
+
+
+def test_empty_rays_take_their_neighbours_depths_and_filled_rays_stay():
+    g = 8
+    prob = torch.zeros(g, g, g)
+    prob[2:5, 3, 3] = 0.9                      # one filled ray, solid at depths 2-4
+    out = infer.extend_rays(prob, cells=2)
+    assert torch.equal(out[:, 3, 3], prob[:, 3, 3])
+    for r, c in [(3, 4), (2, 2), (3, 5), (1, 3), (5, 5)]:   # within two cells: the same depths
+        assert torch.equal(out[:, r, c], prob[:, 3, 3]), (r, c)
+    assert (out[:, 3, 6] == 0).all() and (out[:, 0, 0] == 0).all()   # three cells away: still empty
+
+
+def test_the_mesh_outline_follows_the_image_not_the_coarse_grid():
+    """A network that fills every ray the silhouette touches, on an image whose outline is finer than its
+    16-cell grid (a ring: a disc with a hole): cut by the image's alpha on the finer surface grid, the
+    mesh's projection matches the ring far better than the grid's own staircase does."""
+    from PIL import Image, ImageDraw
+
+    h = w = 200
+    yy, xx = np.mgrid[:h, :w]
+    rr = np.hypot(xx + 0.5 - 100, yy + 0.5 - 100)
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = 180
+    rgba[..., 3] = (((rr <= 70) & (rr >= 30)) * 255).astype(np.uint8)
+    model = ShapeNet(ModelConfig(image_size=32, grid=16)).eval()
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.fill_(5.0)
+
+    def outline_iou(surface_grid):
+        vertices, faces, _, _ = infer.reconstruct(model, rgba, surface_grid=surface_grid)
+        img = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(img)
+        xs, ys = vertices[:, 0] + w / 2, h / 2 - vertices[:, 1]
+        for tri in faces:
+            draw.polygon([(xs[i], ys[i]) for i in tri], fill=255)
+        mesh, mask = np.asarray(img) > 127, rgba[..., 3] > 127
+        return (mesh & mask).sum() / (mesh | mask).sum()
+
+    coarse, cut = outline_iou(None), outline_iou(96)
+    assert cut > 0.97 and cut > coarse + 0.03, (coarse, cut)

@@ -5,9 +5,12 @@
 # out of the carry: they are rewritten at every export and the carry is limited to 64 MiB).
 # The run's length is fixed by its first call: STEPS, or else TRAIN_S seconds of training divided by the
 # s/step a 40-step probe measures on this machine; it is kept in steps.txt so later slices keep the same
-# learning-rate schedule.
+# learning-rate schedule. Give STEPS with the replay pool: the probe's steps include filling the pool, so it
+# measured 0.69 s/step on an H100 where the run then took 0.19-0.25 (654 steps planned for 900 s).
 set -u
-run=.train/${RUN:-shape_v1}; work=/tmp/train-run; device=${DEVICE:-cuda}
+# The work folder is per run: on a machine still warm from another run, a shared one made train.py resume
+# that run (it continues any checkpoint it finds), as happened on 2026-12-08.
+run=.train/${RUN:-shape_v1}; work=/tmp/train-run-${RUN:-shape_v1}; device=${DEVICE:-cuda}
 mkdir -p "$run"
 python3 bench/learned_data.py --device "$device" --count "${DATA_COUNT:-64}" --repeats 2 2>&1 | tail -1
 if [ -f "$run/steps.txt" ]; then

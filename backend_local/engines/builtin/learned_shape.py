@@ -43,8 +43,13 @@ def learned_surface(job, settings):
         return None
     from .learned import infer       # only when a model is used: safetensors and the network stay unloaded
 
-    model = infer.load(path, job.device)                    # cached: loaded once per worker
-    vertices, faces, elevation_rad, confidence = infer.reconstruct(model, job.image)
+    try:
+        model = infer.load(path, job.device)                # cached: loaded once per worker
+    except ValueError as exc:   # not a shape model, or one of another format version
+        raise Gen3DError(ENGINE_UNAVAILABLE, "The built-in engine cannot use the shape model %s (%s). Give a "
+                         "shape_model.safetensors written by this version's training command, or set shape_model to "
+                         "'priors'." % (path, exc), stage="shape", retryable=False)
+    vertices, faces, elevation_rad, confidence = infer.reconstruct(model, job.image, face_count=job.request.face_count)
     job.progress("shape", 0.4, "learned shape (confidence %.2f)" % confidence)
     if confidence < MIN_CONFIDENCE or len(faces) == 0:
         return None

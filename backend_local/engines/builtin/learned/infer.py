@@ -36,6 +36,17 @@ MARGIN = 1.2
 RAY_PEAK = 0.75
 # A ray is inside the outline when its cell of the crop is at least this covered.
 RAY_COVERAGE = 0.5
+# The surface is extracted on a finer cubic grid than the network's (SURFACE_GRID cells a side over the
+# same window), where the occupancy, interpolated, is cut by the input's own alpha at that resolution: the
+# mesh's outline is then the image's to a fraction of a crop pixel, not a 64-cell staircase that loses legs
+# and handles a cell or two wide. With v3 on the 19 dev inputs, the mesh's projection against the input's
+# mask: IoU 0.961 -> 0.990 (chair 0.861 -> 0.973, hammer 0.910 -> 0.979); 256 cells gives no more (0.990).
+SURFACE_GRID = 160
+# Rays that the network left empty (peak under 0.5) take their neighbours' depths, this many cells out,
+# so the band of the outline that the coarse rays do not cover still has a depth to be cut from.
+EXTEND_RAYS = 2
+# Marching cubes on the surface grid should give about this many times the faces asked for.
+SURFACE_FACE_SHARE = 4.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,29 @@ def fill_outline_rays(probabilities: torch.Tensor, crop_alpha) -> torch.Tensor:
     return (probabilities * scale[..., None, :, :]).clamp(max=1.0)
 
 
+def extend_rays(probabilities: torch.Tensor, cells: int = EXTEND_RAYS) -> torch.Tensor:
+    """(G, G, G) [depth, row, col] with each empty ray (no bin over 0.5) given the bin-wise maximum of its
+    non-empty neighbours (3 x 3), `cells` times over; rays the network filled are left as they are."""
+    p = probabilities
+    for _ in range(cells):
+        filled = p.amax(0) > 0.5
+        grown = F.max_pool2d((p * filled[None]).unsqueeze(0), 3, stride=1, padding=1)[0]
+        p = torch.where(filled[None], p, torch.maximum(p, grown))
+    return p
+
+
+def outline_cut_volume(probabilities: torch.Tensor, window_alpha, size: int = SURFACE_GRID) -> torch.Tensor:
+    """(size,)*3 [depth, row, col] occupancy over the same window: the network's probabilities (rays extended,
+    trilinearly resampled) capped by the window's alpha (size, size) at this resolution, so the level set's
+    outline follows the input's anti-aliased edge."""
+    p = extend_rays(probabilities.float())
+    fine = F.interpolate(p[None, None], size=(size, size, size), mode="trilinear", align_corners=False)[0, 0]
+    alpha = torch.as_tensor(np.asarray(window_alpha, np.float32), device=fine.device)
+    if alpha.shape != (size, size):
+        raise ValueError("window alpha must be %d x %d, got %s" % (size, size, tuple(alpha.shape)))
+    return torch.minimum(fine, alpha[None])
+
+
 def occupancy_to_mesh(probabilities, level: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Closed, outward-facing triangle mesh of {p > level} in the normalised camera frame (float64, int64).
 
@@ -182,9 +216,27 @@ def to_pixel_frame(vertices: np.ndarray, framing: Framing) -> np.ndarray:
     return np.stack([col - w / 2.0, h / 2.0 - row, v[:, 2] * half], 1)
 
 
-def reconstruct(model: ShapeNet, rgba: np.ndarray, level: float = 0.5):
-    """Image (H, W, 4) -> (vertices in the pixel frame, faces, elevation_rad, confidence)."""
+def surface_grid_for(coarse_faces: int, grid: int, face_count: int | None, cap: int = SURFACE_GRID) -> int:
+    """Cells a side of the surface grid: `cap`, or fewer when the face count asked for is small, so
+    marching cubes gives about SURFACE_FACE_SHARE times that many faces (the network's grid at least).
+    Decimating ~100 times down (a 227k-face cylinder to 2,000) stalls at several times the target."""
+    if face_count is None:
+        return cap
+    wanted = grid * math.sqrt(SURFACE_FACE_SHARE * face_count / max(coarse_faces, 1))
+    return int(min(cap, max(grid, math.ceil(wanted))))
+
+
+def reconstruct(model: ShapeNet, rgba: np.ndarray, level: float = 0.5, surface_grid: int | None = SURFACE_GRID,
+                face_count: int | None = None):
+    """Image (H, W, 4) -> (vertices in the pixel frame, faces, elevation_rad, confidence).
+    The surface is cut by the image's outline on a `surface_grid` grid, made coarser for a small `face_count`
+    (`surface_grid_for`); `surface_grid` None: marching cubes on the network's own grid, without the cut."""
     crop, framing = frame_crop(rgba, model.config.image_size)
     p = predict_all(model, crop)
-    vertices, faces = occupancy_to_mesh(fill_outline_rays(p.probabilities, crop[..., 3]), level)
+    filled = fill_outline_rays(p.probabilities, crop[..., 3])
+    vertices, faces = occupancy_to_mesh(filled, level)
+    size = surface_grid_for(len(faces), model.config.grid, face_count, surface_grid) if surface_grid else 0
+    if size > model.config.grid:
+        fine_alpha = frame_crop(rgba, size)[0][..., 3]   # same window (it depends on the alpha only)
+        vertices, faces = occupancy_to_mesh(outline_cut_volume(filled, fine_alpha, size), level)
     return to_pixel_frame(vertices, framing), faces, p.elevation_rad, p.confidence

@@ -25,7 +25,7 @@ model): the distance of each pixel to the silhouette's outline, in units of a qu
 crop's scale is fixed by the framing, so thickness on screen is an absolute cue for depth extent),
 and the pixel's x and y in [-1, 1] (where the outline sits within the framed window).
 
-Heads besides occupancy, both on the pooled bottleneck: the camera elevation in radians (the
+Heads besides occupancy, both on the pooled bottleneck (layer-normalised: format 2): the camera elevation in radians (the
 upright frame needs it; 0-30 degrees in training), and a confidence: the logit of the IoU the
 network expects its own occupancy to reach on this image, trained against the measured IoU, so the
 engine can fall back to its hand-made priors where the model knows it is weak.
@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # Logit given to rays outside the silhouette: sigmoid(-30) is 1e-13, i.e. exactly empty after thresholds.
 OUTSIDE_LOGIT = -30.0
 # A ray counts as touched by the silhouette when some pixel of its cell has this much alpha.
@@ -154,6 +154,10 @@ class ShapeNet(nn.Module):
         self.head = nn.Sequential(nn.GroupNorm(_groups(wo), wo), nn.SiLU(),
                                   nn.Conv2d(wo, config.head_width, 3, padding=1), nn.SiLU(),
                                   nn.Conv2d(config.head_width, config.grid, 1))
+        # The pooled bottleneck is a residual stream whose scale grows in training (mean |x| ~340 after 3,350
+        # steps of v3): unnormalised, it drove every hidden unit of this head into SiLU's flat negative side and
+        # both heads answered one constant for every image (format 1). LayerNorm keeps its input at unit scale.
+        self.global_norm = nn.LayerNorm(w[-1])
         self.global_head = nn.Sequential(nn.Linear(w[-1], 128), nn.SiLU(), nn.Linear(128, 2))
         # Start the confidence near an IoU of 0.5 and the elevation near the middle of the training range.
         nn.init.zeros_(self.global_head[2].weight)
@@ -193,7 +197,7 @@ class ShapeNet(nn.Module):
         logits = self.head(h).float()
         support = self.ray_support(rgba[:, 3])
         logits = logits.masked_fill(~support[:, None], OUTSIDE_LOGIT)
-        g = self.global_head(pooled).float()
+        g = self.global_head(self.global_norm(pooled)).float()
         return {"occupancy_logits": logits, "elevation": g[:, 0], "confidence_logit": g[:, 1], "support": support}
 
 
