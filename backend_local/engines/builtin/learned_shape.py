@@ -14,9 +14,10 @@ from shared.errors import ENGINE_UNAVAILABLE, Gen3DError
 
 SHIPPED_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "learned", "shape_model.safetensors")
 PRIORS_ONLY = "priors"
-# The network's own estimate of the IoU its occupancy reaches on this image; below it the priors are used.
-# It is fixed from the validation set of generated objects when a model is trained (MODEL_CARD.md), never
-# from the dev cases.
+# The learned shape is used when the network's confidence reaches this; below it the priors are. Refit by
+# `learned.selector`, the confidence is the probability that the network's shape beats the priors' on this
+# image, fitted on generated objects (never the dev cases), so 0.5 means "more likely than not"; as trained,
+# it is the IoU the network expects of its own occupancy, which picks the wrong cases (docs/LEARNED.md).
 MIN_CONFIDENCE = 0.5
 
 
