@@ -97,15 +97,25 @@ def frame_crop(rgba: np.ndarray, size: int, margin: float = MARGIN) -> tuple[np.
     sr0, sr1 = max(0, y0), min(h, y0 + side)
     sc0, sc1 = max(0, x0), min(w, x0 + side)
     window[sr0 - y0:sr1 - y0, sc0 - x0:sc1 - x0] = image[sr0:sr1, sc0:sc1]
-    t = torch.from_numpy(window).permute(2, 0, 1)[None]
-    t = torch.cat([t[:, :3] * t[:, 3:], t[:, 3:]], 1)
-    if side != size:
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size)
+    t = resample_straight(torch.from_numpy(window).permute(2, 0, 1)[None], size)
+    crop = t[0].permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(crop), Framing(x0, y0, side, (h, w))
+
+
+def resample_straight(rgba: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(B, 4, H, W) straight-colour RGBA in [0, 1] -> (B, 4, size, size), averaging premultiplied colour so
+    the background does not bleed into the edge colours. "bilinear" antialiases when shrinking; "area" is
+    a plain box average (an exact 2x2 mean for a halving)."""
+    t = torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], 1)
+    if t.shape[-2:] != (size, size):
+        if mode == "area":
+            t = F.interpolate(t, size=(size, size), mode="area")
+        else:
+            t = F.interpolate(t, size=(size, size), mode=mode, align_corners=False, antialias=t.shape[-1] > size)
     t = t.clamp(0.0, 1.0)
     alpha = t[:, 3:]
     rgb = torch.where(alpha > 0, t[:, :3] / alpha.clamp(min=1e-6), torch.zeros_like(t[:, :3])).clamp(0.0, 1.0)
-    crop = torch.cat([rgb, alpha], 1)[0].permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(crop), Framing(x0, y0, side, (h, w))
+    return torch.cat([rgb, alpha], 1)
 
 
 @functools.lru_cache(maxsize=4)

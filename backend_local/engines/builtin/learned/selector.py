@@ -35,12 +35,8 @@ def network_view(rgba: torch.Tensor, size: int) -> np.ndarray:
     """A render (4, S, S) as the network sees renders in training: the same window at its input size
     (premultiplied area average), so its occupancy lines up with the render's cell for cell (frame_crop's
     window would not: the renders' margins vary from 1.1 to 1.3 around its 1.2)."""
-    rgba = rgba.float().cpu()
-    t = torch.cat([rgba[:3] * rgba[3:], rgba[3:]])[None]
-    t = F.interpolate(t, size=(size, size), mode="area")[0]
-    alpha = t[3:]
-    rgb = torch.where(alpha > 0, t[:3] / alpha.clamp(min=1e-6), torch.zeros_like(t[:3]))
-    return torch.cat([rgb, alpha]).clamp(0, 1).permute(1, 2, 0).numpy()
+    t = infer.resample_straight(rgba.float().cpu()[None], size, mode="area")
+    return t[0].permute(1, 2, 0).numpy()
 
 
 def centred_on(occupied: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -80,15 +76,16 @@ def priors_occupancy(rgba_u8: np.ndarray, grid: int) -> torch.Tensor:
     return (shape_model.evaluate(field, points.reshape(-1, 3)) < 0).reshape(grid, grid, grid).cpu()
 
 
-def hidden_features(model: ShapeNet, rgba_crop: np.ndarray) -> torch.Tensor:
-    """The heads' hidden layer (after its SiLU) for one crop: what the confidence output reads."""
+def predict_with_features(model: ShapeNet, rgba_crop: np.ndarray):
+    """infer.predict_all for one crop, and the heads' hidden layer (after its SiLU) of that same forward
+    pass: what the confidence output reads."""
     seen = {}
     handle = model.global_head[1].register_forward_hook(lambda module, inputs, output: seen.update(h=output))
     try:
-        infer.predict_all(model, rgba_crop)
+        prediction = infer.predict_all(model, rgba_crop)
     finally:
         handle.remove()
-    return seen["h"][0].float().cpu()
+    return prediction, seen["h"][0].float().cpu()
 
 
 def compare(model: ShapeNet, count: int, image_size: int = 256, seed: int = 0, batch: int = 16,
@@ -103,11 +100,11 @@ def compare(model: ShapeNet, count: int, image_size: int = 256, seed: int = 0, b
             truth = b["occupancy"][i].cpu() > 0.5
             rgba_u8 = (b["rgba"][i].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
             crop = network_view(b["rgba"][i], model.config.image_size)
-            pred = infer.predict_all(model, crop)
+            pred, features = predict_with_features(model, crop)
             learned = (infer.fill_outline_rays(pred.probabilities, crop[..., 3]) > 0.5).cpu()
             rows.append({"family": b["family"][i], "learned": iou(centred_on(learned, truth), truth),
                          "priors": iou(centred_on(priors_occupancy(rgba_u8, grid), truth), truth),
-                         "confidence": pred.confidence, "features": hidden_features(model, crop)})
+                         "confidence": pred.confidence, "features": features})
         if progress:
             progress(len(rows))
     return rows
