@@ -2,7 +2,6 @@
 refit that touches the confidence output only."""
 
 import numpy as np
-import pytest
 import torch
 
 from backend_local.engines.builtin.learned import selector
